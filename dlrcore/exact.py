@@ -1,0 +1,298 @@
+"""Exact D_LR from sufficient statistics: the algebra of ``DLR-MATH.md`` that never forms an n x n matrix.
+
+Two entry points share one finishing step:
+
+* :func:`dlr_from_moments` takes the centered second moments of features and outputs
+  (``Phic^T Phic``, ``Fc^T Phic``, ``Fc^T Fc``) plus the output mean;
+* :func:`dlr_from_weight_moments` takes only the feature moments and the last layer's weight and bias, for
+  output widths (language-model heads) where the outputs or any C x C matrix are too large.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.linalg
+
+from .inputs import DLRInputError
+from .result import DLRResult
+
+__all__ = ["default_rtol", "dlr_from_moments", "dlr_from_weight_moments", "effective_rank"]
+
+_EPS64 = float(np.finfo(np.float64).eps)
+
+#: Anisotropy warning threshold: effective rank of the centered outputs below this share of the kept directions.
+ANISOTROPY_RATIO = 0.5
+
+
+def default_rtol(C: int, data_eps: float) -> float:
+    """Default relative singular-value tolerance for the output span.
+
+    The output Gram is accumulated from float64 products, so its own rounding puts spurious singular values near
+    ``sqrt(C * eps64) * sigma_1``; data stored in a lower precision (``data_eps``, e.g. float32's 1.2e-7) carry
+    rounding noise near ``sqrt(C) * data_eps * sigma_1``. The default sits ten times above the larger of the two,
+    capped at 1e-2.
+
+    Examples
+    --------
+    >>> default_rtol(10, np.finfo(np.float64).eps) < 1e-6
+    True
+    """
+    C = max(int(C), 1)
+    return float(min(1e-2, 10.0 * max(math.sqrt(C * _EPS64), math.sqrt(C) * data_eps)))
+
+
+def effective_rank(eigenvalues: np.ndarray) -> float:
+    """Roy and Vetterli effective rank ``exp(H(s / sum s))`` of the singular values ``s = sqrt(eigenvalues)``.
+
+    Examples
+    --------
+    >>> round(effective_rank(np.array([4.0, 4.0, 0.0])), 6)
+    2.0
+    """
+    s = np.sqrt(np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None))
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    w = s[s > 0] / total
+    return float(np.exp(-(w * np.log(w)).sum()))
+
+
+def _rank_cut(ev_desc: np.ndarray, rel: float) -> int:
+    """Number of leading eigenvalues (descending) strictly above ``rel * ev_desc[0]`` and above zero."""
+    if ev_desc.size == 0 or not ev_desc[0] > 0:
+        return 0
+    return int(np.count_nonzero(ev_desc > max(rel * ev_desc[0], 0.0)))
+
+
+def _eigh_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w, v = scipy.linalg.eigh(a, check_finite=False)
+    return w[::-1], v[:, ::-1]
+
+
+def _finish(
+    *,
+    inner: float,
+    norm_k: float,
+    r: int,
+    a: float,
+    centered_output_ev: np.ndarray,
+    n: int,
+    p: int,
+    C: int,
+    method: str,
+    rtol: float,
+    precision: str,
+    feature_rank: int,
+) -> DLRResult:
+    """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
+    if not norm_k > 0:
+        raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
+    a = min(max(a, 0.0), 1.0)
+    norm_l2 = r - 2.0 * a + a * a
+    if norm_l2 <= 1e-12 * max(r, 1):
+        raise DLRInputError(
+            "outputs are constant across samples: their span holds only the constant function, so the "
+            "centered projection L is zero and D_LR is undefined"
+        )
+    alignment = inner / (norm_k * math.sqrt(norm_l2))
+    value = min(max(1.0 - alignment, 0.0), 1.0)
+    erank = effective_rank(centered_output_ev)
+    warnings: list[str] = []
+    kept = r - a
+    if kept >= 2 and erank < ANISOTROPY_RATIO * kept:
+        warnings.append(
+            f"anisotropic outputs: the centered outputs have effective rank {erank:.2f} against {kept:.2f} "
+            "kept directions; D_LR weighs every kept direction equally, which is meaningful for isotropic "
+            "targets (MSE on one-hot labels) but can move the opposite way for cross-entropy logits. "
+            "Consider a larger rtol (e.g. 0.1) to keep only the strong output directions."
+        )
+    if C > 1 and r < C:
+        pass  # rank deficiency is reported through output_rank; nothing to warn about
+    return DLRResult(
+        value=float(value),
+        n=int(n),
+        p=int(p),
+        C=int(C),
+        output_rank=int(r),
+        constant_share=float(a),
+        method=method,
+        rtol=float(rtol),
+        precision=precision,
+        feature_rank=int(feature_rank),
+        output_effective_rank=erank,
+        alignment=float(alignment),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_common(n: int, rtol: float | None) -> None:
+    if n < 2:
+        raise DLRInputError(f"D_LR needs at least 2 samples, got n = {n}")
+    if rtol is not None and not (0.0 <= rtol < 1.0):
+        raise ValueError(f"rtol must be in [0, 1), got {rtol}")
+
+
+def _pivoted_rank(m: np.ndarray, rel: float) -> int:
+    """Numerical rank of a PSD matrix by pivoted Cholesky (LAPACK ``?pstrf``): O(p^2 rank), cheaper than eigh."""
+    d = np.diag(m)
+    top = float(d.max()) if d.size else 0.0
+    if not top > 0:
+        return 0
+    _, _, rank, info = scipy.linalg.lapack.dpstrf(m, tol=rel * top, lower=0)
+    if info < 0:
+        raise RuntimeError(f"dpstrf failed with info={info}")
+    return int(rank)
+
+
+def _feature_rank(m_pp: np.ndarray, rel: float) -> tuple[int, np.ndarray, np.ndarray]:
+    s, v = _eigh_desc(m_pp)
+    return _rank_cut(s, rel), s, v
+
+
+def dlr_from_moments(
+    *,
+    n: int,
+    m_pp: np.ndarray,
+    m_fp: np.ndarray,
+    m_ff: np.ndarray,
+    mean_f: np.ndarray,
+    rtol: float | None,
+    data_eps: float,
+    feature_rel_tol: float,
+    precision: str,
+) -> DLRResult:
+    """Exact D_LR from centered moments.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    m_pp, m_fp, m_ff : ndarray
+        ``Phic^T Phic`` (p x p), ``Fc^T Phic`` (C x p) and ``Fc^T Fc`` (C x C), float64, symmetric where square.
+    mean_f : ndarray
+        Column means of the raw outputs (C,).
+    rtol : float or None
+        Relative tolerance on the singular values of the raw outputs; None for :func:`default_rtol`.
+    data_eps : float
+        Machine epsilon of the lowest precision the outputs arrived in (used for the default ``rtol``).
+    feature_rel_tol : float
+        Relative eigenvalue tolerance for the reported feature rank.
+    precision : str
+        Precision of the products, reported in the result.
+
+    Returns
+    -------
+    DLRResult
+    """
+    _check_common(n, rtol)
+    p = m_pp.shape[0]
+    C = m_ff.shape[0]
+    if rtol is None:
+        rtol = default_rtol(C, data_eps)
+    # Raw (uncentered) output Gram F^T F = Fc^T Fc + n mu mu^T; its eigenvectors span the output space.
+    g_f = m_ff + n * np.outer(mean_f, mean_f)
+    lam, v = _eigh_desc(g_f)
+    r = _rank_cut(lam, rtol * rtol)
+    if r == 0:
+        raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")
+    scale = 1.0 / np.sqrt(lam[:r])
+    t = scale[:, None] * (v[:, :r].T @ m_fp)  # Q^T Phic, r x p
+    q = scale * (v[:, :r].T @ mean_f) * math.sqrt(n)  # Q^T 1 / sqrt(n)
+    inner = float(np.einsum("ij,ij->", t, t))
+    norm_k = float(np.sqrt(np.einsum("ij,ij->", m_pp, m_pp)))
+    centered_ev = scipy.linalg.eigvalsh(m_ff, check_finite=False)
+    feature_rank = _pivoted_rank(m_pp, feature_rel_tol)
+    return _finish(
+        inner=inner,
+        norm_k=norm_k,
+        r=r,
+        a=float(q @ q),
+        centered_output_ev=centered_ev,
+        n=n,
+        p=p,
+        C=C,
+        method="exact",
+        rtol=rtol,
+        precision=precision,
+        feature_rank=feature_rank,
+    )
+
+
+def dlr_from_weight_moments(
+    *,
+    n: int,
+    mean_phi: np.ndarray,
+    m_pp: np.ndarray,
+    wtw: np.ndarray,
+    wtb: np.ndarray,
+    btb: float,
+    C: int,
+    rtol: float | None,
+    data_eps: float,
+    feature_rel_tol: float,
+    precision: str,
+) -> DLRResult:
+    """Exact D_LR for outputs ``F = Phi W^T + 1 b^T`` from feature moments and ``W^T W``, ``W^T b``, ``b^T b``.
+
+    The outputs factor as ``F = A B`` with ``A = [Phic, 1]`` and ``B = [W^T; nu^T]``, ``nu = W mu + b``. As
+    ``A^T A = diag(Phic^T Phic, n)``, whitening ``A`` with ``R = diag(sqrt(s) V^T, sqrt(n))`` (``Phic^T Phic =
+    V diag(s) V^T``) makes ``span(F)`` the image of ``range(R B)`` under an isometry, and ``R B B^T R^T`` is a
+    (k + 1) x (k + 1) matrix built from ``W^T W``: no n x C or C x C matrix is ever formed.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    mean_phi, m_pp : ndarray
+        Feature mean (p,) and centered Gram ``Phic^T Phic`` (p x p).
+    wtw, wtb, btb : ndarray, ndarray, float
+        ``W^T W`` (p x p), ``W^T b`` (p,) and ``b^T b``.
+    C : int
+        Output width (rows of ``W``).
+    rtol, data_eps, feature_rel_tol, precision
+        As in :func:`dlr_from_moments`.
+
+    Returns
+    -------
+    DLRResult
+    """
+    _check_common(n, rtol)
+    p = m_pp.shape[0]
+    if rtol is None:
+        rtol = default_rtol(min(C, p + 1), data_eps)
+    k, s, v = _feature_rank(m_pp, feature_rel_tol)
+    sk = np.sqrt(s[:k])
+    vk = v[:, :k]
+    wt_nu = wtw @ mean_phi + wtb  # W^T nu
+    nu_nu = float(mean_phi @ wtw @ mean_phi + 2.0 * mean_phi @ wtb + btb)
+    e = np.empty((k + 1, k + 1))
+    e11 = (vk.T @ wtw @ vk) * np.outer(sk, sk)
+    e[:k, :k] = e11
+    e[:k, k] = sk * (vk.T @ wt_nu) * math.sqrt(n)
+    e[k, :k] = e[:k, k]
+    e[k, k] = n * nu_nu
+    ev, u = _eigh_desc(e)
+    r = _rank_cut(ev, rtol * rtol)
+    if r == 0:
+        raise DLRInputError("outputs are all zero (rank 0): weight and bias give no output span")
+    ur = u[:, :r]
+    inner = float(((ur[:k, :] ** 2) * s[:k, None]).sum())  # ||U_r^T diag(sqrt s) V_k^T||_F^2
+    a = float((ur[k, :] ** 2).sum())
+    norm_k = float(np.sqrt((np.clip(s, 0.0, None) ** 2).sum()))
+    centered_ev = scipy.linalg.eigvalsh(e11, check_finite=False) if k else np.zeros(0)
+    return _finish(
+        inner=inner,
+        norm_k=norm_k,
+        r=r,
+        a=a,
+        centered_output_ev=centered_ev,
+        n=n,
+        p=p,
+        C=C,
+        method="exact-weights",
+        rtol=rtol,
+        precision=precision,
+        feature_rank=k,
+    )

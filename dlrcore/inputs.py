@@ -1,0 +1,139 @@
+"""Conversion and validation of user arrays.
+
+Everything that enters dlrcore goes through :func:`as_matrix`: it accepts NumPy arrays, objects exposing
+``__array__`` or ``__dlpack__`` (a CPU ``torch.Tensor``, a JAX array, ...) without importing their framework,
+and turns them into a 2-D floating NumPy array, or raises :class:`DLRInputError` naming the problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DLRInputError", "as_matrix", "check_finite_and_bound", "work_dtype_for"]
+
+
+class DLRInputError(ValueError):
+    """Raised for data that D_LR cannot be computed from (shape, dtype, NaN/Inf, empty, ...)."""
+
+
+# Low-precision float types that NumPy knows only through extensions (ml_dtypes: bfloat16, float8...).
+_EXTENSION_FLOAT_NAMES = ("bfloat16", "float8", "float4", "float6")
+
+
+def _from_framework(x: Any, name: str) -> np.ndarray:
+    """Turn a framework tensor into a NumPy array through its own methods (no framework import)."""
+    # torch: tensors that require grad refuse both __array__ and __dlpack__; detach() is the tensor's own method.
+    detach = getattr(x, "detach", None)
+    if callable(detach) and type(x).__module__.startswith("torch"):
+        x = detach()
+        if str(getattr(x, "dtype", "")) in ("torch.bfloat16",) or "float8" in str(getattr(x, "dtype", "")):
+            x = x.float()  # NumPy has no bfloat16; widen on the tensor's own device first
+        device = getattr(x, "device", None)
+        if device is not None and getattr(device, "type", "cpu") != "cpu":
+            raise DLRInputError(
+                f"{name}: tensor lives on device {device!s}; move it to the host with .cpu() "
+                "(GPU arrays go through the CuPy path, not the NumPy core)"
+            )
+    if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, TypeError, RuntimeError, ValueError) as exc:
+            raise DLRInputError(f"{name}: could not import array through DLPack: {exc}") from exc
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        if hasattr(x, "__dlpack__"):
+            try:
+                return np.from_dlpack(x)
+            except (BufferError, TypeError, RuntimeError, ValueError):
+                pass
+        raise DLRInputError(f"{name}: cannot convert {type(x).__name__} to an array: {exc}") from exc
+
+
+def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
+    """Return ``x`` as a 2-D real floating NumPy array (no copy when it already is one).
+
+    Parameters
+    ----------
+    x : array_like
+        NumPy array, or any object exposing ``__array__`` or ``__dlpack__``.
+    name : str
+        What the array is (``"features"``, ``"outputs"``...), used in error messages.
+    allow_1d : bool
+        If true a 1-D array of length n is read as an n x 1 column.
+
+    Returns
+    -------
+    numpy.ndarray
+        float16, float32 or float64 array of ndim 2. Integer and boolean input becomes float64;
+        bfloat16 and other extension floats become float32.
+
+    Raises
+    ------
+    DLRInputError
+        If ``x`` is not numeric, is complex, or has the wrong number of dimensions.
+
+    Examples
+    --------
+    >>> as_matrix([1.0, 2.0, 3.0], "outputs", allow_1d=True).shape
+    (3, 1)
+    """
+    a = x if isinstance(x, np.ndarray) else _from_framework(x, name)
+    dt = a.dtype
+    if dt.kind == "c":
+        raise DLRInputError(f"{name}: complex dtype {dt} is not supported; D_LR is defined for real arrays")
+    if dt.kind in "biu":
+        a = a.astype(np.float64)
+    elif dt.kind == "f":
+        if dt.itemsize > 8:  # longdouble
+            a = a.astype(np.float64)
+    elif any(dt.name.startswith(s) for s in _EXTENSION_FLOAT_NAMES):
+        a = a.astype(np.float32)
+    else:
+        raise DLRInputError(f"{name}: non-numeric dtype {dt} (expected a real floating or integer array)")
+    if a.ndim == 1 and allow_1d:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2:
+        expect = "1-D or 2-D (n x C)" if allow_1d else "2-D (n x p)"
+        raise DLRInputError(f"{name}: expected a {expect} array, got ndim={a.ndim} with shape {a.shape}")
+    return a
+
+
+def work_dtype_for(*arrays: np.ndarray, precision: str = "auto") -> np.dtype:
+    """The dtype of the BLAS products: float32 when every input is at most 32-bit and precision is "auto"."""
+    if precision == "float64":
+        return np.dtype(np.float64)
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto' or 'float64', got {precision!r}")
+    if any(a.dtype == np.float64 for a in arrays):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype) -> None:
+    """Raise if ``a`` holds NaN/Inf, or values so large that the centered Gram would overflow ``work``.
+
+    Uses two reductions (max and min), which propagate NaN, and no n x p temporary.
+    """
+    if a.size == 0:
+        return
+    hi = float(np.max(a))
+    lo = float(np.min(a))
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        bad = ~np.isfinite(a)
+        rows, cols = np.nonzero(bad)
+        kind = "NaN" if np.isnan(a[rows[0], cols[0]]) else "Inf"
+        raise DLRInputError(
+            f"{name}: contains {int(bad.sum())} non-finite value(s) ({kind} first at row {rows[0]}, "
+            f"column {cols[0]}); the statistics were left unchanged"
+        )
+    bound = max(abs(hi), abs(lo))
+    # centered entries are at most 2*bound; a Gram entry sums n of their products
+    limit = float(np.finfo(work).max) / 8.0
+    if bound > 0 and (2.0 * bound) ** 2 * a.shape[0] > limit:
+        raise DLRInputError(
+            f"{name}: values up to {bound:.3g} would overflow {work} products over {a.shape[0]} rows; "
+            "rescale the data (D_LR is scale invariant) or use precision='float64'"
+        )
