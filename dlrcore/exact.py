@@ -22,6 +22,9 @@ __all__ = ["default_rtol", "dlr_from_moments", "dlr_from_weight_moments", "effec
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
+#: The exact path reports the feature rank (an O(p^3) factorisation) only up to this width.
+FEATURE_RANK_MAX_P = 1024
+
 #: Anisotropy warning threshold: effective rank of the centered outputs below this share of the kept directions.
 ANISOTROPY_RATIO = 0.5
 
@@ -84,7 +87,7 @@ def _finish(
     method: str,
     rtol: float,
     precision: str,
-    feature_rank: int,
+    feature_rank: int | None,
 ) -> DLRResult:
     """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
     if not norm_k > 0:
@@ -120,7 +123,7 @@ def _finish(
         method=method,
         rtol=float(rtol),
         precision=precision,
-        feature_rank=int(feature_rank),
+        feature_rank=None if feature_rank is None else int(feature_rank),
         output_effective_rank=erank,
         alignment=float(alignment),
         warnings=tuple(warnings),
@@ -162,6 +165,7 @@ def dlr_from_moments(
     data_eps: float,
     feature_rel_tol: float,
     precision: str,
+    upper: bool = False,
 ) -> DLRResult:
     """Exact D_LR from centered moments.
 
@@ -181,10 +185,14 @@ def dlr_from_moments(
         Relative eigenvalue tolerance for the reported feature rank.
     precision : str
         Precision of the products, reported in the result.
+    upper : bool
+        If true, only the upper triangles of ``m_pp`` and ``m_ff`` are valid and their strict lower triangles
+        are zero (the layout :class:`~dlrcore.DLRStats` accumulates), which saves forming the full matrices.
 
     Returns
     -------
     DLRResult
+        ``feature_rank`` is computed (pivoted Cholesky) only for p <= ``FEATURE_RANK_MAX_P``, else None.
     """
     _check_common(n, rtol)
     p = m_pp.shape[0]
@@ -192,6 +200,8 @@ def dlr_from_moments(
     if rtol is None:
         rtol = default_rtol(C, data_eps)
     # Raw (uncentered) output Gram F^T F = Fc^T Fc + n mu mu^T; its eigenvectors span the output space.
+    if upper:
+        m_ff = m_ff + np.triu(m_ff, 1).T
     g_f = m_ff + n * np.outer(mean_f, mean_f)
     lam, v = _eigh_desc(g_f)
     r = _rank_cut(lam, rtol * rtol)
@@ -201,9 +211,13 @@ def dlr_from_moments(
     t = scale[:, None] * (v[:, :r].T @ m_fp)  # Q^T Phic, r x p
     q = scale * (v[:, :r].T @ mean_f) * math.sqrt(n)  # Q^T 1 / sqrt(n)
     inner = float(np.einsum("ij,ij->", t, t))
-    norm_k = float(np.sqrt(np.einsum("ij,ij->", m_pp, m_pp)))
+    sq = float(np.einsum("ij,ij->", m_pp, m_pp))
+    if upper:  # off-diagonal entries count twice
+        d = np.diagonal(m_pp)
+        sq = 2.0 * sq - float(d @ d)
+    norm_k = math.sqrt(max(sq, 0.0))
     centered_ev = scipy.linalg.eigvalsh(m_ff, check_finite=False)
-    feature_rank = _pivoted_rank(m_pp, feature_rel_tol)
+    feature_rank = _pivoted_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
     return _finish(
         inner=inner,
         norm_k=norm_k,

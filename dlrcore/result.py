@@ -29,8 +29,9 @@ class DLRResult:
         Relative singular-value tolerance that decided ``output_rank``.
     precision : str
         Precision of the products the statistics were accumulated from (``"float32"`` or ``"float64"``).
-    feature_rank : int
-        Numerical rank of the centered features.
+    feature_rank : int or None
+        Numerical rank of the centered features; None where it was not computed (the exact output path skips the
+        O(p^3) factorisation for p > 1024).
     output_effective_rank : float
         Roy-Vetterli effective rank of the centered outputs. Far below ``output_rank - constant_share`` means the
         output span is anisotropic: some kept output directions are weak, and D_LR counts them fully.
@@ -49,7 +50,7 @@ class DLRResult:
     method: str
     rtol: float
     precision: str
-    feature_rank: int
+    feature_rank: int | None
     output_effective_rank: float
     alignment: float
     warnings: tuple[str, ...] = field(default=())

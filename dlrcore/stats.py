@@ -42,19 +42,10 @@ def _syrk(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     return f(1.0, z.T, beta=0.0, c=out, trans=0, lower=0, overwrite_c=1)
 
 
-def _center_chunk(z: np.ndarray) -> np.ndarray:
-    """Center the rows of ``z`` in place; return the exact float64 column mean that was removed.
-
-    A BLAS ``gemv`` with a ones vector gives a first mean cheaply; after subtracting it, a second ``gemv`` on
-    the (now small) residuals recovers the digits it lost. The residual mean is returned folded into the mean,
-    and ``z`` keeps columns whose mean is that residual (removed from the Gram by the caller).
-    """
-    m = z.shape[0]
-    ones = np.ones(m, dtype=z.dtype)
-    mean0 = ones @ z / z.dtype.type(m)
-    np.subtract(z, mean0, out=z)
-    resid = (ones @ z).astype(np.float64) / m
-    return mean0.astype(np.float64) + resid, resid
+def _column_mean(z: np.ndarray) -> np.ndarray:
+    """Column mean of a C-ordered (m, k) block by a BLAS ``gemv`` with a ones vector (one pass, no temporary)."""
+    ones = np.ones(z.shape[0], dtype=z.dtype)
+    return ones @ z / z.dtype.type(z.shape[0])
 
 
 def _symmetric(m_upper: np.ndarray) -> np.ndarray:
@@ -123,6 +114,7 @@ class DLRStats:
         self._stage: np.ndarray | None = None
         self._stage_f64: np.ndarray | None = None
         self._fill = 0
+        self._gram: np.ndarray | None = None  # reusable (q, q) syrk output
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
@@ -312,45 +304,65 @@ class DLRStats:
         self._stage_f64 = np.empty((new_cap, self._c_out)) if split_f else None
 
     def _stage_rows(self, x: np.ndarray, f: np.ndarray | None, y: np.ndarray | None) -> None:
+        """Copy rows into the stage, folding it in whenever it is full.
+
+        A whole chunk taken from one batch is centered while it is copied (one pass: ``stage = x - mean0``);
+        rows gathered from several small batches are copied first and centered at the flush.
+        """
         nb, p = x.shape
         c = self._c_out
+        blocks = [(x, slice(0, p))]
+        if f is not None:
+            blocks.append((f, slice(p, p + c)))
+        if y is not None:
+            blocks.append((y, slice(p + c, p + c + y.shape[1])))
         start = 0
         while start < nb:
             self._ensure_stage(self._fill + nb - start)
             cap = self._stage.shape[0]
-            if self._fill == cap:
-                self._flush()
             take = min(nb - start, cap - self._fill)
             rows = slice(self._fill, self._fill + take)
             src = slice(start, start + take)
-            self._stage[rows, :p] = x[src]
-            if f is not None:
-                self._stage[rows, p : p + c] = f[src]
-                if self._stage_f64 is not None:
-                    self._stage_f64[rows] = f[src]
-            if y is not None:
-                self._stage[rows, p + c :] = y[src]
+            direct = self._fill == 0 and take == cap
+            mean0 = np.zeros(self._q, dtype=self._work) if direct else None
+            for arr, cols in blocks:
+                part = arr[src]
+                if direct:
+                    if part.dtype != self._work:
+                        part = part.astype(self._work)
+                    mean0[cols] = _column_mean(part)
+                    np.subtract(part, mean0[cols], out=self._stage[rows, cols])
+                else:
+                    self._stage[rows, cols] = part
+            if f is not None and self._stage_f64 is not None:
+                self._stage_f64[rows] = f[src]
             self._fill += take
             start += take
             if self._fill == cap:
-                self._flush()
+                self._flush(mean0)
 
-    def _flush(self) -> None:
-        """Fold the staged rows into (n, mean, M) with a centered Gram and Chan's merge."""
+    def _flush(self, mean0: np.ndarray | None = None) -> None:
+        """Fold the staged rows into (n, mean, M) with a centered Gram and Chan's merge.
+
+        ``mean0`` is the (approximate) column mean already subtracted from the stage, if any. The stage is
+        centered by a first ``gemv`` mean; a second ``gemv`` on the centered rows recovers the residual mean
+        ``r`` (the digits the first one lost), and ``z^T z - m r r^T`` is then the exactly centered Gram.
+        """
         m = self._fill
         if m == 0:
             return
         z = self._stage[:m]
-        mean, resid = _center_chunk(z)
+        if mean0 is None:
+            mean0 = _column_mean(z)
+            np.subtract(z, mean0, out=z)
+        resid = _column_mean(z).astype(np.float64)
+        mean = mean0.astype(np.float64) + resid
         q = z.shape[1]
-        g = np.zeros((q, q), dtype=z.dtype, order="F")
-        _syrk(z, g)
-        g64 = g.astype(np.float64, order="F") if g.dtype != np.float64 else g
-        # z's columns have mean `resid`, not zero: sum (z - r)(z - r)^T = z^T z - m r r^T
-        if np.any(resid):
-            blas.dsyr(-float(m), resid, lower=0, a=g64, overwrite_a=1)
+        if self._gram is None or self._gram.shape != (q, q) or self._gram.dtype != z.dtype:
+            self._gram = np.zeros((q, q), dtype=z.dtype, order="F")
+        g = _syrk(z, self._gram)
         if self._stage_f64 is not None:
-            # output Gram in float64 products (it decides the output rank)
+            # the output Gram in float64 products: it decides the output rank, float32 products blur it
             p, c = self._p, self._c_out
             fz = self._stage_f64[:m]
             fmean = fz.mean(axis=0)
@@ -358,23 +370,45 @@ class DLRStats:
             fr = fz.mean(axis=0)
             gf = blas.dsyrk(1.0, fz.T, trans=0, lower=0)
             if np.any(fr):
-                gf = blas.dsyr(-float(m), fr, lower=0, a=np.asfortranarray(gf), overwrite_a=1)
-            g64[p : p + c, p : p + c] = np.triu(gf) + np.tril(g64[p : p + c, p : p + c], -1)
+                gf = blas.dsyr(-float(m), fr, lower=0, a=gf, overwrite_a=1)
             mean[p : p + c] = fmean + fr
-        self._merge_moments(m, mean, g64)
+        else:
+            gf = None
+        self._merge_moments(m, mean, g, resid=resid, gf=gf)
         self._fill = 0
 
-    def _merge_moments(self, nb: int, mean_b: np.ndarray, m_b: np.ndarray) -> None:
-        """Chan's pairwise merge of (nb, mean_b, m_b) into the state; m_b's upper triangle is used."""
+    def _merge_moments(
+        self,
+        nb: int,
+        mean_b: np.ndarray,
+        m_b: np.ndarray,
+        *,
+        resid: np.ndarray | None = None,
+        gf: np.ndarray | None = None,
+    ) -> None:
+        """Chan's pairwise merge of ``(nb, mean_b, m_b)`` into the state.
+
+        Only upper triangles are read and written (the strict lower triangle of the state stays zero).
+        ``m_b`` may be float32; ``resid`` removes ``nb * resid resid^T`` from it, and ``gf`` (float64) replaces
+        its output-output block.
+        """
         na = self._n
         if na == 0:
-            self._n, self._mean = nb, np.array(mean_b, dtype=np.float64)
-            self._m = np.array(m_b, dtype=np.float64, order="F")
-            return
+            self._m = np.zeros(m_b.shape, order="F")
+            self._mean = np.zeros(m_b.shape[0])
         n = na + nb
-        d = mean_b - self._mean
-        self._m += m_b
-        blas.dsyr(na * nb / n, d, lower=0, a=self._m, overwrite_a=1)
+        d = np.asarray(mean_b, dtype=np.float64) - self._mean
+        np.add(self._m, m_b, out=self._m)
+        if resid is not None and np.any(resid):
+            blas.dsyr(-float(nb), resid, lower=0, a=self._m, overwrite_a=1)
+        if gf is not None:
+            p, c = self._p, self._c_out
+            blk = self._m[p : p + c, p : p + c]
+            # undo this block's float32 Gram and its residual correction, put the float64 Gram in their place
+            r_f = resid[p : p + c] if resid is not None else np.zeros(c)
+            blk += np.triu(gf - m_b[p : p + c, p : p + c] + nb * np.outer(r_f, r_f))
+        if na:
+            blas.dsyr(na * nb / n, d, lower=0, a=self._m, overwrite_a=1)
         self._mean = self._mean + d * (nb / n)
         self._n = n
 
@@ -430,7 +464,7 @@ class DLRStats:
         for name in ("_mean", "_m", "_wtw", "_wtb"):
             v = getattr(self, name)
             setattr(out, name, None if v is None else v.copy(order="K"))
-        out._stage = out._stage_f64 = None
+        out._stage = out._stage_f64 = out._gram = None
         return out
 
     # ------------------------------------------------------------------ results
@@ -475,15 +509,18 @@ class DLRStats:
         -------
         DLRResult
         """
-        mo = self.moments()
+        self._flush()
+        if self._n == 0:
+            raise DLRInputError("no samples: call update() before asking for results")
         prec = "float32" if self._work == np.float32 else "float64"
         eps_prod = float(np.finfo(self._work).eps)
         feature_tol = 100.0 * eps_prod
         if self._weights:
+            p = int(self._p)
             return dlr_from_weight_moments(
-                n=mo["n"],
-                mean_phi=mo["mean_features"],
-                m_pp=mo["features_features"],
+                n=self._n,
+                mean_phi=self._mean[:p],
+                m_pp=_symmetric(self._m[:p, :p]),
                 wtw=self._wtw,
                 wtb=self._wtb,
                 btb=self._btb,
@@ -493,16 +530,18 @@ class DLRStats:
                 feature_rel_tol=feature_tol,
                 precision=prec,
             )
+        p, c = int(self._p), self._c_out
         return dlr_from_moments(
-            n=mo["n"],
-            m_pp=mo["features_features"],
-            m_fp=mo["outputs_features"],
-            m_ff=mo["outputs_outputs"],
-            mean_f=mo["mean_outputs"],
+            n=self._n,
+            m_pp=self._m[:p, :p],
+            m_fp=self._m[:p, p : p + c].T,
+            m_ff=self._m[p : p + c, p : p + c],
+            mean_f=self._mean[p : p + c],
             rtol=rtol,
             data_eps=self._data_eps,
             feature_rel_tol=feature_tol,
             precision=prec,
+            upper=True,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -593,7 +632,7 @@ class DLRStats:
                 st._wtw, st._wtb, st._btb = data["wtw"], data["wtb"], float(data["btb"])
             if st._n:
                 st._mean = np.asarray(data["mean"], dtype=np.float64)
-                st._m = np.asfortranarray(data["comoment"], dtype=np.float64)
+                st._m = np.asfortranarray(np.triu(np.asarray(data["comoment"], dtype=np.float64)))
                 q = st._q
                 if st._mean.shape != (q,) or st._m.shape != (q, q):
                     raise DLRInputError(f"{path}: array shapes do not match p, C and label width")
@@ -606,5 +645,5 @@ class DLRStats:
     def __getstate__(self) -> dict[str, Any]:
         self._flush()
         state = self.__dict__.copy()
-        state["_stage"] = state["_stage_f64"] = None
+        state["_stage"] = state["_stage_f64"] = state["_gram"] = None
         return state
