@@ -1,0 +1,123 @@
+"""End-to-end tests of the ``dlr`` command on temporary files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import dlrcore
+from dlrcore import DLRStats
+from dlrcore.cli import main
+
+from .conftest import gaussian_problem
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    phi, out = gaussian_problem(rng, n=3000, p=10, C=3)
+    phi, out = phi.astype(np.float32), out.astype(np.float32)
+    np.save(tmp_path / "phi.npy", phi)
+    np.save(tmp_path / "out.npy", out)
+    np.savez(tmp_path / "both.npz", features=phi, outputs=out)
+    return tmp_path, phi, out
+
+
+def run_json(args, capsys):
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_compute_streams_npy_in_batches_and_matches_the_api(files, capsys):
+    d, phi, out = files
+    ref = dlrcore.dlr(phi, out)
+    got = run_json(["compute", str(d / "phi.npy"), str(d / "out.npy"), "--json", "--batch-size", "257"], capsys)
+    assert got["n"] == 3000 and got["p"] == 10 and got["C"] == 3
+    assert got["value"] == pytest.approx(ref.value, abs=1e-6)
+
+
+def test_compute_reads_npz_keys_and_rtol(files, capsys):
+    d, phi, out = files
+    got = run_json(["compute", f"{d}/both.npz:features", f"{d}/both.npz:outputs", "--json", "--rtol", "0.5"], capsys)
+    ref = dlrcore.dlr(phi, out, rtol=0.5)
+    assert got["rtol"] == 0.5 and got["output_rank"] == ref.output_rank
+    assert got["value"] == pytest.approx(ref.value, abs=1e-6)
+
+
+def test_compute_reads_safetensors(files, capsys):
+    st = pytest.importorskip("safetensors.numpy")
+    d, phi, out = files
+    st.save_file({"phi": phi, "out": out}, str(d / "t.safetensors"))
+    got = run_json(["compute", f"{d}/t.safetensors:phi", f"{d}/t.safetensors:out", "--json", "--batch-size", "100"], capsys)
+    assert got["value"] == pytest.approx(dlrcore.dlr(phi, out).value, abs=1e-6)
+
+
+def test_compute_from_weights_and_save_stats(files, capsys, rng):
+    d, phi, _ = files
+    w, b = rng.normal(size=(50, 10)), rng.normal(size=50)
+    np.save(d / "w.npy", w)
+    np.save(d / "b.npy", b)
+    got = run_json(
+        ["compute", str(d / "phi.npy"), "--weight", str(d / "w.npy"), "--bias", str(d / "b.npy"), "--json",
+         "--save-stats", str(d / "s.npz")],
+        capsys,
+    )
+    assert got["method"] == "exact-weights" and got["C"] == 50
+    assert got["value"] == pytest.approx(dlrcore.dlr_from_weights(phi, w, b).value, abs=1e-6)
+    assert DLRStats.load(d / "s.npz").n == 3000
+
+
+def test_compute_prints_a_readable_block_and_progress(files, capsys):
+    d, _, _ = files
+    assert main(["compute", str(d / "phi.npy"), str(d / "out.npy"), "--progress", "--batch-size", "500"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("D_LR = ") and "output rank r = 3" in cap.out
+    assert "3000/3000" in cap.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compute", "{d}/missing.npy", "{d}/out.npy"], "no such file"),
+        (["compute", "{d}/phi.npy", "{d}/out_short.npy"], "row counts differ"),
+        (["compute", "{d}/both.npz", "{d}/out.npy"], "holds 2 arrays"),
+        (["compute", "{d}/both.npz:nope", "{d}/out.npy"], "no array named 'nope'"),
+        (["compute", "{d}/nan.npy", "{d}/out.npy"], "NaN"),
+        (["compute", "{d}/text.npy", "{d}/out.npy"], "cannot read"),
+        (["compute", "{d}/phi.npy"], "give OUTPUTS"),
+        (["compute", "{d}/phi.npy", "{d}/out.npy", "--rtol", "2"], "rtol"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(files, capsys, args, message):
+    d, phi, out = files
+    np.save(d / "out_short.npy", out[:-1])
+    bad = phi.copy()
+    bad[5, 2] = np.nan
+    np.save(d / "nan.npy", bad)
+    (d / "text.npy").write_text("not an array")
+    code = main([a.format(d=d) for a in args])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("dlr: error:") and message in err and err.count("\n") == 1
+
+
+def test_console_script_is_installed_and_exit_codes_propagate(files):
+    d, _, _ = files
+    env = dict(os.environ)
+    ok = subprocess.run(
+        [sys.executable, "-m", "dlrcore", "compute", str(d / "phi.npy"), str(d / "out.npy"), "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert 0.0 <= json.loads(ok.stdout)["value"] <= 1.0
+    bad = subprocess.run(
+        [sys.executable, "-m", "dlrcore", "compute", str(d / "nope.npy"), str(d / "out.npy")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert bad.returncode == 1 and "no such file" in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "dlrcore"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2
