@@ -42,15 +42,17 @@ def _syrk(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     return f(1.0, z.T, beta=0.0, c=out, trans=0, lower=0, overwrite_c=1)
 
 
-def _column_mean(z: np.ndarray) -> np.ndarray:
-    """Column mean of a C-ordered (m, k) block by a BLAS ``gemv`` with a ones vector (one pass, no temporary)."""
-    ones = np.ones(z.shape[0], dtype=z.dtype)
-    return ones @ z / z.dtype.type(z.shape[0])
-
-
 def _symmetric(m_upper: np.ndarray) -> np.ndarray:
     """Full symmetric matrix from one whose upper triangle is valid."""
     return np.triu(m_upper) + np.triu(m_upper, 1).T
+
+
+class _BadSegment(Exception):
+    """Internal: a staged segment held NaN/Inf or would overflow; the caller turns it into DLRInputError."""
+
+
+#: Attributes restored when a batch is rejected while it is being staged.
+_SCALAR_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps")
 
 
 class DLRStats:
@@ -115,6 +117,8 @@ class DLRStats:
         self._stage_f64: np.ndarray | None = None
         self._fill = 0
         self._gram: np.ndarray | None = None  # reusable (q, q) syrk output
+        self._shift: np.ndarray | None = None  # reference vector K the staged rows are shifted by
+        self._seg_sum = np.zeros(0)  # column sums of the staged (shifted) rows, float64
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
@@ -270,10 +274,12 @@ class DLRStats:
         work = work_dtype_for(*data, precision=self.precision)
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
-        for a, name in ((x, "features"), (f, "outputs"), (y, "labels")):
-            if a is not None:
-                check_finite_and_bound(a, name, work)
-        # ---- validated: from here on nothing raises on account of the data
+        named = [(a, nm) for a, nm in ((x, "features"), (f, "outputs"), (y, "labels")) if a is not None]
+        if self._fill + nb > self._stage_capacity(work):
+            # the batch will be folded in over several flushes: validate it whole before touching the state
+            for a, nm in named:
+                check_finite_and_bound(a, nm, work)
+        scalars = {k: getattr(self, k) for k in _SCALAR_STATE}
         if self._work is not None and work != self._work:
             self._flush()
             self._stage = self._stage_f64 = None
@@ -288,13 +294,29 @@ class DLRStats:
         # the precision the outputs arrive in bounds how finely their rank can be resolved
         src = f if f is not None else x
         self._data_eps = max(self._data_eps, float(np.finfo(src.dtype).eps))
-        self._stage_rows(x, f, y)
+        try:
+            self._stage_rows(x, f, y)
+        except _BadSegment:
+            # Only possible before any row of this batch was folded in (batches that span several flushes are
+            # validated up front); the bad segment was not counted in the stage, so drop it and restore the
+            # scalars a first batch may have set.
+            for k, v in scalars.items():
+                setattr(self, k, v)
+            for a, nm in named:
+                check_finite_and_bound(a, nm, work)  # raises the precise error
+            raise DLRInputError("batch rejected: non-finite values or overflow while staging")  # pragma: no cover
         return self
+
+    def _stage_capacity(self, work: np.dtype) -> int:
+        if self._stage is not None and self._stage.dtype == work:
+            return self._stage.shape[0]
+        return max(256, self.chunk_bytes // (max(self._q if self._p is not None else 1, 1) * work.itemsize))
 
     def _ensure_stage(self, rows_needed: int) -> None:
         q = self._q
         cap_max = max(256, self.chunk_bytes // (q * self._work.itemsize))
-        cap = self._stage.shape[0] if self._stage is not None else 0
+        fits = self._stage is not None and self._stage.shape[1] == q and self._stage.dtype == self._work
+        cap = self._stage.shape[0] if fits else 0
         if cap >= min(rows_needed, cap_max):
             return
         new_cap = min(cap_max, max(rows_needed, 2 * cap, 256))
@@ -304,10 +326,12 @@ class DLRStats:
         self._stage_f64 = np.empty((new_cap, self._c_out)) if split_f else None
 
     def _stage_rows(self, x: np.ndarray, f: np.ndarray | None, y: np.ndarray | None) -> None:
-        """Copy rows into the stage, folding it in whenever it is full.
+        """Copy rows into the stage, shifted by a reference vector, folding the stage in whenever it is full.
 
-        A whole chunk taken from one batch is centered while it is copied (one pass: ``stage = x - mean0``);
-        rows gathered from several small batches are copied first and centered at the flush.
+        Rows are written as ``x - K`` (one fused pass), with ``K`` the running mean of the statistics (or, for
+        the first rows ever, the mean of up to 1024 of them). Each staged segment is then summed (for the exact
+        batch mean) and its squares summed (a BLAS dot): a non-finite or overflowing segment is dropped again
+        before anything is folded in, and :class:`_BadSegment` raised.
         """
         nb, p = x.shape
         c = self._c_out
@@ -316,51 +340,68 @@ class DLRStats:
             blocks.append((f, slice(p, p + c)))
         if y is not None:
             blocks.append((y, slice(p + c, p + c + y.shape[1])))
+        work = self._work
+        limit = float(np.finfo(work).max) / 8.0
         start = 0
         while start < nb:
             self._ensure_stage(self._fill + nb - start)
             cap = self._stage.shape[0]
             take = min(nb - start, cap - self._fill)
+            if self._fill == 0:
+                self._seg_sum = np.zeros(self._q)
+                if self._n:
+                    self._shift = self._mean.astype(work)
+                else:
+                    head = slice(start, start + min(take, 1024))
+                    self._shift = np.concatenate(
+                        [np.asarray(a[head], dtype=np.float64).mean(axis=0) for a, _ in blocks]
+                    ).astype(work)
             rows = slice(self._fill, self._fill + take)
             src = slice(start, start + take)
-            direct = self._fill == 0 and take == cap
-            mean0 = np.zeros(self._q, dtype=self._work) if direct else None
             for arr, cols in blocks:
-                part = arr[src]
-                if direct:
-                    if part.dtype != self._work:
-                        part = part.astype(self._work)
-                    mean0[cols] = _column_mean(part)
-                    np.subtract(part, mean0[cols], out=self._stage[rows, cols])
-                else:
-                    self._stage[rows, cols] = part
-            if f is not None and self._stage_f64 is not None:
+                np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
+            seg = self._stage[rows]
+            ssum = seg.sum(axis=0, dtype=work).astype(np.float64)
+            flat = seg.reshape(-1)
+            sq = float(np.dot(flat, flat))
+            if not (np.isfinite(ssum).all() and np.isfinite(sq) and sq <= limit):
+                raise _BadSegment()
+            if self._stage_f64 is not None and f is not None:
                 self._stage_f64[rows] = f[src]
+            self._seg_sum += ssum
             self._fill += take
             start += take
             if self._fill == cap:
-                self._flush(mean0)
+                self._flush()
 
-    def _flush(self, mean0: np.ndarray | None = None) -> None:
+    def _flush(self) -> None:
         """Fold the staged rows into (n, mean, M) with a centered Gram and Chan's merge.
 
-        ``mean0`` is the (approximate) column mean already subtracted from the stage, if any. The stage is
-        centered by a first ``gemv`` mean; a second ``gemv`` on the centered rows recovers the residual mean
-        ``r`` (the digits the first one lost), and ``z^T z - m r r^T`` is then the exactly centered Gram.
+        The stage holds ``z = x - K``; its column sums were accumulated while staging, so the batch mean is
+        ``K + r`` with ``r = sum(z) / m`` and the centered Gram is ``z^T z - m r r^T``. When ``r`` is large against
+        the spread (the data moved by more than about a standard deviation since ``K`` was taken) that
+        subtraction would cancel, and the stage is re-centered before its Gram is formed.
         """
         m = self._fill
         if m == 0:
             return
         z = self._stage[:m]
-        if mean0 is None:
-            mean0 = _column_mean(z)
-            np.subtract(z, mean0, out=z)
-        resid = _column_mean(z).astype(np.float64)
-        mean = mean0.astype(np.float64) + resid
         q = z.shape[1]
         if self._gram is None or self._gram.shape != (q, q) or self._gram.dtype != z.dtype:
             self._gram = np.zeros((q, q), dtype=z.dtype, order="F")
+        shift = self._shift.astype(np.float64)
+        resid = self._seg_sum / m
         g = _syrk(z, self._gram)
+        diag = np.diagonal(g).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cancel = np.where(diag > 0, m * resid * resid / diag, 0.0)
+        if cancel.max(initial=0.0) > 0.5:
+            np.subtract(z, resid.astype(z.dtype), out=z)
+            shift = shift + resid.astype(z.dtype).astype(np.float64)
+            resid = z.sum(axis=0, dtype=z.dtype).astype(np.float64) / m
+            g = _syrk(z, self._gram)
+        mean = shift + resid
+        gf = None
         if self._stage_f64 is not None:
             # the output Gram in float64 products: it decides the output rank, float32 products blur it
             p, c = self._p, self._c_out
@@ -372,8 +413,6 @@ class DLRStats:
             if np.any(fr):
                 gf = blas.dsyr(-float(m), fr, lower=0, a=gf, overwrite_a=1)
             mean[p : p + c] = fmean + fr
-        else:
-            gf = None
         self._merge_moments(m, mean, g, resid=resid, gf=gf)
         self._fill = 0
 
