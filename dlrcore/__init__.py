@@ -36,7 +36,7 @@ def dlr(features: Any, outputs: Any, *, rtol: float | None = None, precision: st
     rtol : float, optional
         Relative singular-value tolerance that decides the output span (``sigma_i > rtol * sigma_1``).
         None picks a default from the data precision; the value used and the rank are in the result.
-    precision : {"auto", "float64"}
+    precision : {"auto", "float32", "float64"}
         Precision of the BLAS products, see :class:`DLRStats`.
 
     Returns

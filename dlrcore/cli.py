@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--weight", metavar="FILE", help="last-layer weight (C x p) instead of OUTPUTS")
     c.add_argument("--bias", metavar="FILE", help="last-layer bias (C,), with --weight")
     c.add_argument("--rtol", type=float, default=None, help="relative singular-value tolerance of the output span")
-    c.add_argument("--precision", choices=("auto", "float64"), default="auto")
+    c.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto")
     c.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: about 64 MiB)")
     c.add_argument("--save-stats", metavar="FILE.npz", help="also save the sufficient statistics")
     c.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -46,6 +46,27 @@ def default_rtol(C: int, data_eps: float) -> float:
     return float(min(1e-2, 10.0 * max(math.sqrt(C * _EPS64), math.sqrt(C) * data_eps)))
 
 
+def rank_resolution(C: int) -> float:
+    """Smallest relative singular value of the outputs that the Gram route can tell from rounding.
+
+    Eigenvalues of a float64 output Gram carry errors near ``C * eps64 * lam_1``, so singular values below
+    ``sqrt(C * eps64) * sigma_1`` cannot be resolved; a smaller ``rtol`` is raised to this value (with a warning).
+    """
+    return float(math.sqrt(max(int(C), 1) * _EPS64))
+
+
+def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, list[str]]:
+    if rtol is None:
+        return default_rtol(C, data_eps), []
+    floor = rank_resolution(C)
+    if rtol < floor:
+        return floor, [
+            f"rtol={rtol:.3g} is below the resolution {floor:.3g} of the output Gram (sqrt(C * eps)); "
+            f"singular values that small are rounding noise, so rtol={floor:.3g} was used"
+        ]
+    return float(rtol), []
+
+
 def effective_rank(eigenvalues: np.ndarray) -> float:
     """Roy and Vetterli effective rank ``exp(H(s / sum s))`` of the singular values ``s = sqrt(eigenvalues)``.
 
@@ -88,6 +109,7 @@ def _finish(
     rtol: float,
     precision: str,
     feature_rank: int | None,
+    notes: list[str] | None = None,
 ) -> DLRResult:
     """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
     if not norm_k > 0:
@@ -102,7 +124,7 @@ def _finish(
     alignment = inner / (norm_k * math.sqrt(norm_l2))
     value = min(max(1.0 - alignment, 0.0), 1.0)
     erank = effective_rank(centered_output_ev)
-    warnings: list[str] = []
+    warnings: list[str] = list(notes or [])
     kept = r - a
     if kept >= 2 and erank < ANISOTROPY_RATIO * kept:
         warnings.append(
@@ -197,8 +219,7 @@ def dlr_from_moments(
     _check_common(n, rtol)
     p = m_pp.shape[0]
     C = m_ff.shape[0]
-    if rtol is None:
-        rtol = default_rtol(C, data_eps)
+    rtol, notes = _resolve_rtol(rtol, C, data_eps)
     # Raw (uncentered) output Gram F^T F = Fc^T Fc + n mu mu^T; its eigenvectors span the output space.
     if upper:
         m_ff = m_ff + np.triu(m_ff, 1).T
@@ -231,6 +252,7 @@ def dlr_from_moments(
         rtol=rtol,
         precision=precision,
         feature_rank=feature_rank,
+        notes=notes,
     )
 
 
@@ -274,8 +296,7 @@ def dlr_from_weight_moments(
     """
     _check_common(n, rtol)
     p = m_pp.shape[0]
-    if rtol is None:
-        rtol = default_rtol(min(C, p + 1), data_eps)
+    rtol, notes = _resolve_rtol(rtol, min(C, p + 1), data_eps)
     k, s, v = _feature_rank(m_pp, feature_rel_tol)
     sk = np.sqrt(s[:k])
     vk = v[:, :k]
@@ -309,4 +330,5 @@ def dlr_from_weight_moments(
         rtol=rtol,
         precision=precision,
         feature_rank=k,
+        notes=notes,
     )

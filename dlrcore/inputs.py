@@ -101,13 +101,35 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     return a
 
 
-def work_dtype_for(*arrays: np.ndarray, precision: str = "auto") -> np.dtype:
-    """The dtype of the BLAS products: float32 when every input is at most 32-bit and precision is "auto"."""
+#: Below this many stacked columns (p + C + label columns) "auto" multiplies in float64 even for float32 data:
+#: the products are then cheap next to the passes over the data, and float64 keeps D_LR near 0 accurate.
+FLOAT32_MIN_WIDTH = 128
+
+PRECISIONS = ("auto", "float32", "float64")
+
+
+def work_dtype_for(*arrays: np.ndarray, precision: str = "auto", width: int | None = None) -> np.dtype:
+    """The dtype of the BLAS products.
+
+    ``"float64"`` and ``"float32"`` force it. ``"auto"`` takes float32 when every input is stored in 32 bits or
+    fewer and the stacked width is at least :data:`FLOAT32_MIN_WIDTH`, float64 otherwise.
+
+    Examples
+    --------
+    >>> work_dtype_for(np.ones((3, 200), np.float32), width=200).name
+    'float32'
+    >>> work_dtype_for(np.ones((3, 4), np.float32), width=4).name
+    'float64'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "float64":
         return np.dtype(np.float64)
-    if precision != "auto":
-        raise ValueError(f"precision must be 'auto' or 'float64', got {precision!r}")
+    if precision == "float32":
+        return np.dtype(np.float32)
     if any(a.dtype == np.float64 for a in arrays):
+        return np.dtype(np.float64)
+    if width is not None and width < FLOAT32_MIN_WIDTH:
         return np.dtype(np.float64)
     return np.dtype(np.float32)
 

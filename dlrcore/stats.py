@@ -22,7 +22,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .exact import dlr_from_moments, dlr_from_weight_moments
-from .inputs import DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
+from .inputs import PRECISIONS, DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
 from .result import DLRResult
 
 __all__ = ["DLRStats", "FORMAT_VERSION"]
@@ -67,9 +67,10 @@ class DLRStats:
         Last-layer bias (C,); only with ``weight``.
     num_classes : int, optional
         Number of classes when labels are integer class ids. Defaults to the output width C when C > 1.
-    precision : {"auto", "float64"}
-        ``"auto"`` computes BLAS products in float32 when the data arrive in float32 or lower (accumulated in
-        float64, the output Gram always in float64) and in float64 otherwise; ``"float64"`` always uses float64.
+    precision : {"auto", "float32", "float64"}
+        ``"auto"`` computes BLAS products in float32 when the data arrive in float32 or lower and the stacked
+        width p + C is at least 128 (accumulated in float64; the output Gram is always formed in float64), and in
+        float64 otherwise. ``"float32"`` and ``"float64"`` force one or the other.
     chunk_bytes : int
         Size of the staging buffer that rows are folded in from.
 
@@ -94,8 +95,8 @@ class DLRStats:
         precision: str = "auto",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        if precision not in ("auto", "float64"):
-            raise ValueError(f"precision must be 'auto' or 'float64', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.precision = precision
@@ -271,7 +272,8 @@ class DLRStats:
             if self._label_kind not in (None, "none"):
                 raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
         data = [a for a in (x, f) if a is not None]
-        work = work_dtype_for(*data, precision=self.precision)
+        width = p + (0 if f is None else f.shape[1]) + (0 if y is None else y.shape[1])
+        work = work_dtype_for(*data, precision=self.precision, width=width)
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
         named = [(a, nm) for a, nm in ((x, "features"), (f, "outputs"), (y, "labels")) if a is not None]

@@ -121,3 +121,18 @@ def test_console_script_is_installed_and_exit_codes_propagate(files):
     assert bad.returncode == 1 and "no such file" in bad.stderr
     usage = subprocess.run([sys.executable, "-m", "dlrcore"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2
+
+
+def test_demo_quick_separates_rich_from_lazy(capsys):
+    assert main(["demo", "--quick", "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    runs = {r["name"]: r for r in report["runs"]}
+    assert set(runs) == {"rich", "lazy"}
+    assert runs["rich"]["dlr"] < runs["lazy"]["dlr"] - 0.1
+    assert 0.0 <= runs["rich"]["dlr"] <= 1.0 and 0.0 <= runs["lazy"]["dlr"] <= 1.0
+
+
+def test_demo_prints_a_table(capsys):
+    assert main(["demo", "--quick", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "rich" in out and "lazy" in out and "D_LR" in out

@@ -55,9 +55,18 @@ def test_lower_precision_and_integer_inputs_match_float64(rng, dtype, tol):
     if dtype == np.int64:
         phi, out = np.round(phi * 100), np.round(out * 100)
     ref = dlrcore.dlr(phi.astype(dtype).astype(np.float64), out.astype(dtype).astype(np.float64)).value
-    got = dlrcore.dlr(phi.astype(dtype), out.astype(dtype))
+    got = dlrcore.dlr(phi.astype(dtype), out.astype(dtype), precision="float32" if dtype != np.int64 else "auto")
     assert got.value == pytest.approx(ref, abs=tol)
     assert got.precision == ("float64" if dtype == np.int64 else "float32")
+
+
+def test_auto_precision_uses_float32_products_only_for_wide_low_precision_data(rng):
+    narrow, out = gaussian_problem(rng, n=300, p=6, C=2)
+    wide = rng.normal(size=(300, 130))
+    assert dlrcore.dlr(narrow.astype(np.float32), out.astype(np.float32)).precision == "float64"
+    assert dlrcore.dlr(wide.astype(np.float32), out.astype(np.float32)).precision == "float32"
+    assert dlrcore.dlr(wide, out.astype(np.float32)).precision == "float64"
+    assert dlrcore.dlr(wide, out, precision="float32").precision == "float32"
 
 
 def test_precision_float64_forces_float64_products(rng):
@@ -143,7 +152,7 @@ def test_bad_batches_raise_clear_errors_and_leave_state_untouched(rng, name, mak
 def test_float32_overflow_is_refused_before_it_happens(rng):
     phi, out = gaussian_problem(rng, n=50, p=4, C=2)
     phi, out = phi.astype(np.float32), out.astype(np.float32)
-    st = DLRStats().update(phi[:30], out[:30])
+    st = DLRStats(precision="float32").update(phi[:30], out[:30])
     before = _state(st.copy())
     with pytest.raises(DLRInputError, match="overflow"):
         st.update(phi[30:] * np.float32(1e18), out[30:])
@@ -236,7 +245,7 @@ def test_float32_accumulation_is_stable_with_a_large_mean(rng):
     n, p = 20000, 6
     phi = (1e4 + rng.normal(size=(n, p))).astype(np.float32)
     out = (phi.astype(np.float64) @ rng.normal(size=(p, 2)) + 0.1 * rng.normal(size=(n, 2))).astype(np.float32)
-    st = DLRStats(chunk_bytes=64 * 1024)
+    st = DLRStats(chunk_bytes=64 * 1024, precision="float32")
     for i in range(0, n, 1000):
         st.update(phi[i : i + 1000], out[i : i + 1000])
     x = phi.astype(np.float64)
@@ -347,7 +356,7 @@ def test_rejected_batch_never_leaves_rows_behind(rng, chunk_bytes):
     """Whether a batch is validated up front (several flushes) or while it is staged, a bad one changes nothing."""
     phi, out = gaussian_problem(rng, n=400, p=4, C=2)
     phi, out = phi.astype(np.float32), out.astype(np.float32)
-    st = DLRStats(chunk_bytes=chunk_bytes).update(phi[:100], out[:100])
+    st = DLRStats(chunk_bytes=chunk_bytes, precision="float32").update(phi[:100], out[:100])
     before = _state(st.copy())
     bad = phi[100:].copy()
     bad[-1, -1] = np.inf  # in the last row: the first rows of the batch are fine
@@ -379,7 +388,17 @@ def test_distribution_shift_between_batches_keeps_float32_accuracy(rng):
     phi[2:] += 300.0
     out = rng.normal(size=(n, 2))
     phi32, out32 = phi.astype(np.float32), out.astype(np.float32)
-    st = DLRStats().update(phi32[:2], out32[:2]).update(phi32[2:], out32[2:])
+    st = DLRStats(precision="float32").update(phi32[:2], out32[:2]).update(phi32[2:], out32[2:])
     x = phi32.astype(np.float64)
     xc = x - x.mean(axis=0)
     np.testing.assert_allclose(st.moments()["features_features"], xc.T @ xc, rtol=1e-5, atol=1e-5 * np.abs(xc.T @ xc).max())
+
+
+def test_rtol_below_the_gram_resolution_is_raised_with_a_warning(rng):
+    phi, out = gaussian_problem(rng, n=200, p=6, C=2)
+    out = np.column_stack([out, out @ [1.0, 2.0]])  # a third column in the span: true rank 2
+    res = dlrcore.dlr(phi, out, rtol=1e-12)
+    assert res.output_rank == 2
+    assert res.rtol == pytest.approx(np.sqrt(3 * np.finfo(float).eps))
+    assert any("below the resolution" in w for w in res.warnings)
+    assert dlrcore.dlr(phi, out, rtol=1e-3).warnings == ()
