@@ -498,6 +498,11 @@ class DLRStats:
         out = self.copy()
         return out.merge(other)
 
+    def __radd__(self, other: object) -> "DLRStats":
+        if isinstance(other, int) and other == 0:  # sum(list_of_stats)
+            return self.copy()
+        return NotImplemented
+
     def copy(self) -> "DLRStats":
         """Deep copy (staged rows are folded in first)."""
         self._flush()

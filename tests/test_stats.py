@@ -402,3 +402,11 @@ def test_rtol_below_the_gram_resolution_is_raised_with_a_warning(rng):
     assert res.rtol == pytest.approx(np.sqrt(3 * np.finfo(float).eps))
     assert any("below the resolution" in w for w in res.warnings)
     assert dlrcore.dlr(phi, out, rtol=1e-3).warnings == ()
+
+
+def test_sum_of_statistics_objects(rng):
+    phi, out = gaussian_problem(rng, n=90, p=4, C=2)
+    parts = [DLRStats().update(phi[i : i + 30], out[i : i + 30]) for i in range(0, 90, 30)]
+    total = sum(parts)
+    assert total.n == 90 and parts[0].n == 30  # the parts are not modified
+    assert total.result().value == pytest.approx(dlrcore.dlr(phi, out).value, rel=1e-10)
