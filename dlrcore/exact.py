@@ -43,16 +43,17 @@ def default_rtol(C: int, data_eps: float) -> float:
     True
     """
     C = max(int(C), 1)
-    return float(min(1e-2, 10.0 * max(math.sqrt(C * _EPS64), math.sqrt(C) * data_eps)))
+    return float(min(1e-2, max(rank_resolution(C), 10.0 * math.sqrt(C) * data_eps)))
 
 
 def rank_resolution(C: int) -> float:
     """Smallest relative singular value of the outputs that the Gram route can tell from rounding.
 
     Eigenvalues of a float64 output Gram carry errors near ``C * eps64 * lam_1``, so singular values below
-    ``sqrt(C * eps64) * sigma_1`` cannot be resolved; a smaller ``rtol`` is raised to this value (with a warning).
+    about ``sqrt(C * eps64) * sigma_1`` cannot be resolved; a smaller ``rtol`` is raised to ten times that
+    (with a warning).
     """
-    return float(math.sqrt(max(int(C), 1) * _EPS64))
+    return float(10.0 * math.sqrt(max(int(C), 1) * _EPS64))
 
 
 def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, list[str]]:
@@ -61,7 +62,7 @@ def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, l
     floor = rank_resolution(C)
     if rtol < floor:
         return floor, [
-            f"rtol={rtol:.3g} is below the resolution {floor:.3g} of the output Gram (sqrt(C * eps)); "
+            f"rtol={rtol:.3g} is below the resolution {floor:.3g} of the output Gram (10 sqrt(C eps)); "
             f"singular values that small are rounding noise, so rtol={floor:.3g} was used"
         ]
     return float(rtol), []
@@ -101,6 +102,7 @@ def _finish(
     norm_k: float,
     r: int,
     a: float,
+    norm_l2: float,
     centered_output_ev: np.ndarray,
     n: int,
     p: int,
@@ -115,8 +117,7 @@ def _finish(
     if not norm_k > 0:
         raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
     a = min(max(a, 0.0), 1.0)
-    norm_l2 = r - 2.0 * a + a * a
-    if norm_l2 <= 1e-12 * max(r, 1):
+    if not norm_l2 > 1e-24 * max(r, 1):
         raise DLRInputError(
             "outputs are constant across samples: their span holds only the constant function, so the "
             "centered projection L is zero and D_LR is undefined"
@@ -220,31 +221,38 @@ def dlr_from_moments(
     p = m_pp.shape[0]
     C = m_ff.shape[0]
     rtol, notes = _resolve_rtol(rtol, C, data_eps)
-    # Raw (uncentered) output Gram F^T F = Fc^T Fc + n mu mu^T; its eigenvectors span the output space.
     if upper:
         m_ff = m_ff + np.triu(m_ff, 1).T
-    g_f = m_ff + n * np.outer(mean_f, mean_f)
-    lam, v = _eigh_desc(g_f)
-    r = _rank_cut(lam, rtol * rtol)
+    # F = [Uc, 1/sqrt(n)] B with Fc = Uc diag(sqrt(lc)) Vc^T and B = [diag(sqrt(lc)) Vc^T; sqrt(n) mean_f^T]: the
+    # columns of [Uc, 1/sqrt(n)] are orthonormal (Uc is centered), so F and B share singular values and right
+    # singular vectors. The SVD of the small B avoids squaring a large output offset into the raw Gram.
+    lc, vc = _eigh_desc(m_ff)
+    lc = np.clip(lc, 0.0, None)
+    b = np.vstack([np.sqrt(lc)[:, None] * np.eye(C), math.sqrt(n) * (vc.T @ mean_f)[None, :]])
+    _, sig, rt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
+    r = _rank_cut(sig, rtol)
     if r == 0:
         raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")
-    scale = 1.0 / np.sqrt(lam[:r])
-    t = scale[:, None] * (v[:, :r].T @ m_fp)  # Q^T Phic, r x p
-    q = scale * (v[:, :r].T @ mean_f) * math.sqrt(n)  # Q^T 1 / sqrt(n)
+    rr = vc @ rt[:r].T / sig[:r]  # R_r diag(sig_r)^-1 in the original output coordinates, C x r
+    t = rr.T @ m_fp  # Q^T Phic, r x p
+    q = math.sqrt(n) * (mean_f @ rr)  # Q^T 1 / sqrt(n)
     inner = float(np.einsum("ij,ij->", t, t))
+    # ||L||_F = ||Q^T H Q||_F with Q^T H Q = rr^T (Fc^T Fc) rr: no cancellation as a -> 1
+    qhq = rr.T @ m_ff @ rr
+    norm_l2 = float(np.einsum("ij,ij->", qhq, qhq))
     sq = float(np.einsum("ij,ij->", m_pp, m_pp))
     if upper:  # off-diagonal entries count twice
         d = np.diagonal(m_pp)
         sq = 2.0 * sq - float(d @ d)
     norm_k = math.sqrt(max(sq, 0.0))
-    centered_ev = scipy.linalg.eigvalsh(m_ff, check_finite=False)
     feature_rank = _pivoted_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
     return _finish(
         inner=inner,
         norm_k=norm_k,
         r=r,
         a=float(q @ q),
-        centered_output_ev=centered_ev,
+        norm_l2=norm_l2,
+        centered_output_ev=lc,
         n=n,
         p=p,
         C=C,
@@ -315,6 +323,9 @@ def dlr_from_weight_moments(
     ur = u[:, :r]
     inner = float(((ur[:k, :] ** 2) * s[:k, None]).sum())  # ||U_r^T diag(sqrt s) V_k^T||_F^2
     a = float((ur[k, :] ** 2).sum())
+    # ||L||_F = ||Q^T H Q||_F; H keeps the k feature coordinates and removes the constant one
+    qhq = ur[:k, :].T @ ur[:k, :]
+    norm_l2 = float(np.einsum("ij,ij->", qhq, qhq))
     norm_k = float(np.sqrt((np.clip(s, 0.0, None) ** 2).sum()))
     centered_ev = scipy.linalg.eigvalsh(e11, check_finite=False) if k else np.zeros(0)
     return _finish(
@@ -322,6 +333,7 @@ def dlr_from_weight_moments(
         norm_k=norm_k,
         r=r,
         a=a,
+        norm_l2=norm_l2,
         centered_output_ev=centered_ev,
         n=n,
         p=p,

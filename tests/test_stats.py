@@ -399,7 +399,7 @@ def test_rtol_below_the_gram_resolution_is_raised_with_a_warning(rng):
     out = np.column_stack([out, out @ [1.0, 2.0]])  # a third column in the span: true rank 2
     res = dlrcore.dlr(phi, out, rtol=1e-12)
     assert res.output_rank == 2
-    assert res.rtol == pytest.approx(np.sqrt(3 * np.finfo(float).eps))
+    assert res.rtol == pytest.approx(10 * np.sqrt(3 * np.finfo(float).eps))
     assert any("below the resolution" in w for w in res.warnings)
     assert dlrcore.dlr(phi, out, rtol=1e-3).warnings == ()
 
