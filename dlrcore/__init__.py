@@ -17,10 +17,27 @@ from __future__ import annotations
 from typing import Any
 
 from .inputs import DLRInputError
+from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init
 from .result import DLRResult
+from .spectrum import Spectrum
 from .stats import DLRStats
 
-__all__ = ["DLRInputError", "DLRResult", "DLRStats", "dlr", "dlr_from_weights", "__version__"]
+__all__ = [
+    "CKAResult",
+    "CKAStats",
+    "DLRInputError",
+    "DLRResult",
+    "DLRStats",
+    "NC1Result",
+    "Spectrum",
+    "__version__",
+    "cka",
+    "dlr",
+    "dlr_from_weights",
+    "nc1",
+    "s_init",
+    "spectrum",
+]
 __version__ = "0.1.0"
 
 
@@ -101,3 +118,51 @@ def dlr_from_weights(
     True
     """
     return DLRStats(weight=weight, bias=bias, precision=precision).update(features).result(rtol=rtol)
+
+
+def spectrum(
+    features: Any,
+    outputs: Any,
+    labels: Any = None,
+    k: int | None = None,
+    *,
+    num_classes: int | None = None,
+    rtol: float | None = None,
+    precision: str = "auto",
+    name: str = "",
+) -> Spectrum:
+    """Eigen-visualisation data of the paper: relative eigenvalue, cumulative utilization and quality.
+
+    Parameters
+    ----------
+    features : array_like
+        n x p features.
+    outputs : array_like
+        n x C outputs.
+    labels : array_like, optional
+        Integer class ids (one-hot encoded with ``num_classes`` classes, default C) or an n x C_y target matrix;
+        gives the cumulative quality curve.
+    k : int, optional
+        Modes to return (default all supported).
+    num_classes : int, optional
+        Number of classes for integer labels.
+    rtol, precision
+        As in :func:`dlr`.
+    name : str
+        Legend label for :func:`dlrcore.plot.spectrum`.
+
+    Returns
+    -------
+    Spectrum
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(500, 20)); out = phi @ rng.normal(size=(20, 3))
+    >>> sp = spectrum(phi, out)
+    >>> sp.k, round(float(sp.cumulative_utilization[-1]), 6)
+    (20, 1.0)
+    """
+    st = DLRStats(num_classes=num_classes, precision=precision).update(features, outputs, labels=labels)
+    return st.spectrum(k, rtol=rtol, name=name)

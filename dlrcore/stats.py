@@ -1,20 +1,15 @@
 """Mergeable sufficient statistics for D_LR: :class:`DLRStats`.
 
-The state is ``(n, mean, M)`` for the stacked columns ``Z = [Phi, F, Y]`` (features, outputs, optional label
-targets), where ``M = Zc^T Zc`` is the centered co-moment matrix in float64. Rows are staged into a fixed buffer
-and folded in chunk by chunk with a per-chunk centered Gram (one BLAS ``?syrk`` call) and Chan's pairwise merge
-
-    M = M_a + M_b + (n_a n_b / n) (mean_b - mean_a)(mean_b - mean_a)^T,
-
-so the state adds up exactly over batches, processes and machines in O((p + C)^2) memory for any n.
+The statistics are the moments (n, means, centered co-moments) of the stacked columns ``[Phi, F, Y]`` (features,
+outputs, optional label targets), accumulated by :class:`dlrcore.moments.Moments` with per-chunk centered Grams
+and Chan's pairwise merge, so that they add up exactly over batches, processes and machines in O((p + C)^2)
+memory whatever the number of samples.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +18,11 @@ from scipy.linalg import blas
 
 from .exact import dlr_from_moments, dlr_from_weight_moments
 from .inputs import PRECISIONS, DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
+from .moments import DEFAULT_CHUNK_BYTES, BadSegment, Moments, symmetric
+from .measures import NC1Result, nc1_from_moments
 from .result import DLRResult
+from .spectrum import Spectrum, spectrum_from_moments
+from .storage import atomic_savez, read_npz
 
 __all__ = ["DLRStats", "FORMAT_VERSION"]
 
@@ -31,28 +30,8 @@ __all__ = ["DLRStats", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 _MAGIC = "dlrcore.DLRStats"
 
-#: Stage buffer budget in bytes: rows are folded in chunks of about this size.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-
-
-def _syrk(z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Upper triangle of ``z^T z`` for a C-ordered (m, q) ``z`` into the Fortran-ordered (q, q) ``out``."""
-    f = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
-    # z in C order is z^T in Fortran order: syrk(trans=0) on it computes z^T z without a copy.
-    return f(1.0, z.T, beta=0.0, c=out, trans=0, lower=0, overwrite_c=1)
-
-
-def _symmetric(m_upper: np.ndarray) -> np.ndarray:
-    """Full symmetric matrix from one whose upper triangle is valid."""
-    return np.triu(m_upper) + np.triu(m_upper, 1).T
-
-
-class _BadSegment(Exception):
-    """Internal: a staged segment held NaN/Inf or would overflow; the caller turns it into DLRInputError."""
-
-
-#: Attributes restored when a batch is rejected while it is being staged.
-_SCALAR_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps")
+#: Attributes restored when a first batch is rejected while it is being staged.
+_FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
 
 
 class DLRStats:
@@ -102,24 +81,15 @@ class DLRStats:
         self.precision = precision
         self.num_classes = None if num_classes is None else int(num_classes)
         self.chunk_bytes = int(chunk_bytes)
-        self._n = 0
         self._p: int | None = None
         self._C: int | None = None
         self._cy: int | None = None  # label width; 0 = no labels
         self._label_kind: str | None = None  # "classes" | "targets" | "none"
-        self._mean: np.ndarray | None = None
-        self._m: np.ndarray | None = None  # Fortran (q, q) float64, upper triangle valid
-        self._work: np.dtype | None = None
+        self._mom: Moments | None = None  # blocks [features, outputs (width 0 in weights mode), labels]
         self._data_eps = 0.0
         self._weights = weight is not None
         self._wtw = self._wtb = None
         self._btb = 0.0
-        self._stage: np.ndarray | None = None
-        self._stage_f64: np.ndarray | None = None
-        self._fill = 0
-        self._gram: np.ndarray | None = None  # reusable (q, q) syrk output
-        self._shift: np.ndarray | None = None  # reference vector K the staged rows are shifted by
-        self._seg_sum = np.zeros(0)  # column sums of the staged (shifted) rows, float64
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
@@ -147,7 +117,7 @@ class DLRStats:
         step = max(1, (64 * 2**20) // (8 * p))
         for i in range(0, C, step):
             wi = np.asarray(w[i : i + step], dtype=np.float64)
-            wtw += _symmetric(blas.dsyrk(1.0, wi.T, trans=0, lower=0))
+            wtw += symmetric(blas.dsyrk(1.0, wi.T, trans=0, lower=0))
             wtb += wi.T @ b[i : i + step]
         self._wtw, self._wtb, self._btb = wtw, wtb, float(b @ b)
         self._p, self._C = p, C
@@ -156,8 +126,8 @@ class DLRStats:
     # ------------------------------------------------------------------ properties
     @property
     def n(self) -> int:
-        """Number of samples accumulated (staged rows included)."""
-        return self._n + self._fill
+        """Number of samples accumulated."""
+        return 0 if self._mom is None else self._mom.rows
 
     @property
     def p(self) -> int | None:
@@ -175,12 +145,17 @@ class DLRStats:
         return self._weights
 
     @property
+    def label_kind(self) -> str | None:
+        """``"classes"`` (integer ids, one-hot), ``"targets"``, ``"none"``, or None before the first update."""
+        return self._label_kind
+
+    @property
     def _c_out(self) -> int:
         return 0 if self._weights else int(self._C or 0)
 
     @property
-    def _q(self) -> int:
-        return int(self._p) + self._c_out + int(self._cy or 0)
+    def _work(self) -> np.dtype | None:
+        return None if self._mom is None else self._mom.work
 
     def __repr__(self) -> str:
         mode = "weights" if self._weights else "outputs"
@@ -277,15 +252,12 @@ class DLRStats:
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
         named = [(a, nm) for a, nm in ((x, "features"), (f, "outputs"), (y, "labels")) if a is not None]
-        if self._fill + nb > self._stage_capacity(work):
+        mom = self._mom or Moments([width], work=work, chunk_bytes=self.chunk_bytes)
+        if mom.fill + nb > mom.capacity(work):
             # the batch will be folded in over several flushes: validate it whole before touching the state
             for a, nm in named:
                 check_finite_and_bound(a, nm, work)
-        scalars = {k: getattr(self, k) for k in _SCALAR_STATE}
-        if self._work is not None and work != self._work:
-            self._flush()
-            self._stage = self._stage_f64 = None
-        self._work = work
+        saved = {k: getattr(self, k) for k in _FIRST_BATCH_STATE}
         if self._p is None:
             self._p = p
             if f is not None:
@@ -293,165 +265,29 @@ class DLRStats:
         if self._label_kind is None:
             self._label_kind = kind
             self._cy = 0 if y is None else y.shape[1]
+        if self._mom is None:
+            c = self._c_out
+            self._mom = Moments(
+                [p, c, self._cy], work=work, exact_block=1 if c else None, chunk_bytes=self.chunk_bytes
+            )
+        else:
+            self._mom.set_work(work)
         # the precision the outputs arrive in bounds how finely their rank can be resolved
         src = f if f is not None else x
         self._data_eps = max(self._data_eps, float(np.finfo(src.dtype).eps))
+        empty = np.zeros((nb, 0))
         try:
-            self._stage_rows(x, f, y)
-        except _BadSegment:
+            self._mom.stage([x, empty if f is None else f, empty if y is None else y])
+        except BadSegment:
             # Only possible before any row of this batch was folded in (batches that span several flushes are
-            # validated up front); the bad segment was not counted in the stage, so drop it and restore the
-            # scalars a first batch may have set.
-            for k, v in scalars.items():
+            # validated up front): the bad segment was not counted, so drop it and restore what a first batch
+            # may have set.
+            for k, v in saved.items():
                 setattr(self, k, v)
             for a, nm in named:
                 check_finite_and_bound(a, nm, work)  # raises the precise error
             raise DLRInputError("batch rejected: non-finite values or overflow while staging")  # pragma: no cover
         return self
-
-    def _stage_capacity(self, work: np.dtype) -> int:
-        if self._stage is not None and self._stage.dtype == work:
-            return self._stage.shape[0]
-        return max(256, self.chunk_bytes // (max(self._q if self._p is not None else 1, 1) * work.itemsize))
-
-    def _ensure_stage(self, rows_needed: int) -> None:
-        q = self._q
-        cap_max = max(256, self.chunk_bytes // (q * self._work.itemsize))
-        fits = self._stage is not None and self._stage.shape[1] == q and self._stage.dtype == self._work
-        cap = self._stage.shape[0] if fits else 0
-        if cap >= min(rows_needed, cap_max):
-            return
-        new_cap = min(cap_max, max(rows_needed, 2 * cap, 256))
-        self._flush()
-        self._stage = np.empty((new_cap, q), dtype=self._work)
-        split_f = self._work == np.float32 and self._c_out > 0
-        self._stage_f64 = np.empty((new_cap, self._c_out)) if split_f else None
-
-    def _stage_rows(self, x: np.ndarray, f: np.ndarray | None, y: np.ndarray | None) -> None:
-        """Copy rows into the stage, shifted by a reference vector, folding the stage in whenever it is full.
-
-        Rows are written as ``x - K`` (one fused pass), with ``K`` the running mean of the statistics (or, for
-        the first rows ever, the mean of up to 1024 of them). Each staged segment is then summed (for the exact
-        batch mean) and its squares summed (a BLAS dot): a non-finite or overflowing segment is dropped again
-        before anything is folded in, and :class:`_BadSegment` raised.
-        """
-        nb, p = x.shape
-        c = self._c_out
-        blocks = [(x, slice(0, p))]
-        if f is not None:
-            blocks.append((f, slice(p, p + c)))
-        if y is not None:
-            blocks.append((y, slice(p + c, p + c + y.shape[1])))
-        work = self._work
-        limit = float(np.finfo(work).max) / 8.0
-        start = 0
-        while start < nb:
-            self._ensure_stage(self._fill + nb - start)
-            cap = self._stage.shape[0]
-            take = min(nb - start, cap - self._fill)
-            if self._fill == 0:
-                self._seg_sum = np.zeros(self._q)
-                if self._n:
-                    self._shift = self._mean.astype(work)
-                else:
-                    head = slice(start, start + min(take, 1024))
-                    self._shift = np.concatenate(
-                        [np.asarray(a[head], dtype=np.float64).mean(axis=0) for a, _ in blocks]
-                    ).astype(work)
-            rows = slice(self._fill, self._fill + take)
-            src = slice(start, start + take)
-            for arr, cols in blocks:
-                np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
-            seg = self._stage[rows]
-            ssum = seg.sum(axis=0, dtype=work).astype(np.float64)
-            flat = seg.reshape(-1)
-            sq = float(np.dot(flat, flat))
-            if not (np.isfinite(ssum).all() and np.isfinite(sq) and sq <= limit):
-                raise _BadSegment()
-            if self._stage_f64 is not None and f is not None:
-                self._stage_f64[rows] = f[src]
-            self._seg_sum += ssum
-            self._fill += take
-            start += take
-            if self._fill == cap:
-                self._flush()
-
-    def _flush(self) -> None:
-        """Fold the staged rows into (n, mean, M) with a centered Gram and Chan's merge.
-
-        The stage holds ``z = x - K``; its column sums were accumulated while staging, so the batch mean is
-        ``K + r`` with ``r = sum(z) / m`` and the centered Gram is ``z^T z - m r r^T``. When ``r`` is large against
-        the spread (the data moved by more than about a standard deviation since ``K`` was taken) that
-        subtraction would cancel, and the stage is re-centered before its Gram is formed.
-        """
-        m = self._fill
-        if m == 0:
-            return
-        z = self._stage[:m]
-        q = z.shape[1]
-        if self._gram is None or self._gram.shape != (q, q) or self._gram.dtype != z.dtype:
-            self._gram = np.zeros((q, q), dtype=z.dtype, order="F")
-        shift = self._shift.astype(np.float64)
-        resid = self._seg_sum / m
-        g = _syrk(z, self._gram)
-        diag = np.diagonal(g).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cancel = np.where(diag > 0, m * resid * resid / diag, 0.0)
-        if cancel.max(initial=0.0) > 0.5:
-            np.subtract(z, resid.astype(z.dtype), out=z)
-            shift = shift + resid.astype(z.dtype).astype(np.float64)
-            resid = z.sum(axis=0, dtype=z.dtype).astype(np.float64) / m
-            g = _syrk(z, self._gram)
-        mean = shift + resid
-        gf = None
-        if self._stage_f64 is not None:
-            # the output Gram in float64 products: it decides the output rank, float32 products blur it
-            p, c = self._p, self._c_out
-            fz = self._stage_f64[:m]
-            fmean = fz.mean(axis=0)
-            np.subtract(fz, fmean, out=fz)
-            fr = fz.mean(axis=0)
-            gf = blas.dsyrk(1.0, fz.T, trans=0, lower=0)
-            if np.any(fr):
-                gf = blas.dsyr(-float(m), fr, lower=0, a=gf, overwrite_a=1)
-            mean[p : p + c] = fmean + fr
-        self._merge_moments(m, mean, g, resid=resid, gf=gf)
-        self._fill = 0
-
-    def _merge_moments(
-        self,
-        nb: int,
-        mean_b: np.ndarray,
-        m_b: np.ndarray,
-        *,
-        resid: np.ndarray | None = None,
-        gf: np.ndarray | None = None,
-    ) -> None:
-        """Chan's pairwise merge of ``(nb, mean_b, m_b)`` into the state.
-
-        Only upper triangles are read and written (the strict lower triangle of the state stays zero).
-        ``m_b`` may be float32; ``resid`` removes ``nb * resid resid^T`` from it, and ``gf`` (float64) replaces
-        its output-output block.
-        """
-        na = self._n
-        if na == 0:
-            self._m = np.zeros(m_b.shape, order="F")
-            self._mean = np.zeros(m_b.shape[0])
-        n = na + nb
-        d = np.asarray(mean_b, dtype=np.float64) - self._mean
-        np.add(self._m, m_b, out=self._m)
-        if resid is not None and np.any(resid):
-            blas.dsyr(-float(nb), resid, lower=0, a=self._m, overwrite_a=1)
-        if gf is not None:
-            p, c = self._p, self._c_out
-            blk = self._m[p : p + c, p : p + c]
-            # undo this block's float32 Gram and its residual correction, put the float64 Gram in their place
-            r_f = resid[p : p + c] if resid is not None else np.zeros(c)
-            blk += np.triu(gf - m_b[p : p + c, p : p + c] + nb * np.outer(r_f, r_f))
-        if na:
-            blas.dsyr(na * nb / n, d, lower=0, a=self._m, overwrite_a=1)
-        self._mean = self._mean + d * (nb / n)
-        self._n = n
 
     # ------------------------------------------------------------------ merge
     def _compat(self, other: "DLRStats") -> None:
@@ -465,7 +301,7 @@ class DLRStats:
                 label = {"_p": "feature width p", "_C": "output width C", "_cy": "label width"}[name]
                 raise DLRInputError(f"cannot merge statistics of different {label}: {a} vs {b}")
         if self._label_kind and other._label_kind and self._label_kind != other._label_kind:
-            if other._n + other._fill and self._n + self._fill:
+            if other.n and self.n:
                 raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
         if self._weights and not (
             np.array_equal(self._wtw, other._wtw) and np.array_equal(self._wtb, other._wtb)
@@ -478,25 +314,21 @@ class DLRStats:
         The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows.
         """
         self._compat(other)
-        other._flush()
-        self._flush()
-        if other._n == 0:
+        if other._mom is None or other._mom.rows == 0:
             return self
-        if self._p is None:
+        if self._mom is None:
             self._p, self._C, self._cy, self._label_kind = other._p, other._C, other._cy, other._label_kind
-            self._work = other._work
             self.num_classes = self.num_classes or other.num_classes
+            self._mom = other._mom.copy()
+        else:
+            self._mom.merge(other._mom)
         self._data_eps = max(self._data_eps, other._data_eps)
-        if other._work == np.float64:
-            self._work = np.dtype(np.float64) if self._work is not None else other._work
-        self._merge_moments(other._n, other._mean, other._m)
         return self
 
     def __add__(self, other: "DLRStats") -> "DLRStats":
         if not isinstance(other, DLRStats):
             return NotImplemented
-        out = self.copy()
-        return out.merge(other)
+        return self.copy().merge(other)
 
     def __radd__(self, other: object) -> "DLRStats":
         if isinstance(other, int) and other == 0:  # sum(list_of_stats)
@@ -505,15 +337,20 @@ class DLRStats:
 
     def copy(self) -> "DLRStats":
         """Deep copy (staged rows are folded in first)."""
-        self._flush()
         out = copy.copy(self)
-        for name in ("_mean", "_m", "_wtw", "_wtb"):
+        out._mom = None if self._mom is None else self._mom.copy()
+        for name in ("_wtw", "_wtb"):
             v = getattr(self, name)
-            setattr(out, name, None if v is None else v.copy(order="K"))
-        out._stage = out._stage_f64 = out._gram = None
+            setattr(out, name, None if v is None else v.copy())
         return out
 
     # ------------------------------------------------------------------ results
+    def _require(self) -> Moments:
+        if self._mom is None or self._mom.rows == 0:
+            raise DLRInputError("no samples: call update() before asking for results")
+        self._mom.flush()
+        return self._mom
+
     def moments(self) -> dict[str, Any]:
         """The accumulated statistics as float64 arrays: n, means and centered co-moment blocks.
 
@@ -521,24 +358,23 @@ class DLRStats:
         ``features_features`` (Phic^T Phic), ``outputs_features`` (Fc^T Phic), ``outputs_outputs`` (Fc^T Fc),
         ``labels_features``, ``labels_outputs``, ``labels_labels``; absent blocks are None.
         """
-        self._flush()
-        if self._n == 0:
-            raise DLRInputError("no samples: call update() before asking for results")
-        p, c, cy = self._p, self._c_out, self._cy or 0
-        m = _symmetric(self._m)
-        fs, os_, ls = slice(0, p), slice(p, p + c), slice(p + c, p + c + cy)
-        blk = lambda a, b: m[a, b] if (a.stop > a.start and b.stop > b.start) else None  # noqa: E731
+        mo = self._require()
+        has = [True, self._c_out > 0, bool(self._cy)]
+
+        def blk(i: int, j: int) -> np.ndarray | None:
+            return mo.block(i, j) if has[i] and has[j] else None
+
         return {
-            "n": self._n,
-            "mean_features": self._mean[fs].copy(),
-            "mean_outputs": self._mean[os_].copy() if c else None,
-            "mean_labels": self._mean[ls].copy() if cy else None,
-            "features_features": m[fs, fs],
-            "outputs_features": blk(os_, fs),
-            "outputs_outputs": blk(os_, os_),
-            "labels_features": blk(ls, fs),
-            "labels_outputs": blk(ls, os_),
-            "labels_labels": blk(ls, ls),
+            "n": mo.n,
+            "mean_features": mo.block_mean(0),
+            "mean_outputs": mo.block_mean(1) if has[1] else None,
+            "mean_labels": mo.block_mean(2) if has[2] else None,
+            "features_features": mo.block(0, 0),
+            "outputs_features": blk(1, 0),
+            "outputs_outputs": blk(1, 1),
+            "labels_features": blk(2, 0),
+            "labels_outputs": blk(2, 1),
+            "labels_labels": blk(2, 2),
         }
 
     def result(self, rtol: float | None = None) -> DLRResult:
@@ -555,18 +391,15 @@ class DLRStats:
         -------
         DLRResult
         """
-        self._flush()
-        if self._n == 0:
-            raise DLRInputError("no samples: call update() before asking for results")
-        prec = "float32" if self._work == np.float32 else "float64"
-        eps_prod = float(np.finfo(self._work).eps)
+        mo = self._require()
+        prec = "float32" if mo.work == np.float32 else "float64"
+        eps_prod = float(np.finfo(mo.work).eps)
         feature_tol = 100.0 * eps_prod
         if self._weights:
-            p = int(self._p)
             return dlr_from_weight_moments(
-                n=self._n,
-                mean_phi=self._mean[:p],
-                m_pp=_symmetric(self._m[:p, :p]),
+                n=mo.n,
+                mean_phi=mo.block_mean(0),
+                m_pp=mo.block(0, 0),
                 wtw=self._wtw,
                 wtb=self._wtb,
                 btb=self._btb,
@@ -576,19 +409,60 @@ class DLRStats:
                 feature_rel_tol=feature_tol,
                 precision=prec,
             )
-        p, c = int(self._p), self._c_out
         return dlr_from_moments(
-            n=self._n,
-            m_pp=self._m[:p, :p],
-            m_fp=self._m[:p, p : p + c].T,
-            m_ff=self._m[p : p + c, p : p + c],
-            mean_f=self._mean[p : p + c],
+            n=mo.n,
+            m_pp=mo.block(0, 0, upper=True),
+            m_fp=mo.block(1, 0),
+            m_ff=mo.block(1, 1, upper=True),
+            mean_f=mo.block_mean(1),
             rtol=rtol,
             data_eps=self._data_eps,
             feature_rel_tol=feature_tol,
             precision=prec,
             upper=True,
         )
+
+    def spectrum(self, k: int | None = None, *, rtol: float | None = None, name: str = "") -> Spectrum:
+        """The paper's eigen-visualisation data: eigenvalues, utilization and (with labels) quality curves.
+
+        Parameters
+        ----------
+        k : int, optional
+            Modes to return; default all modes the statistics support (``min(p, n - 1)``).
+        rtol : float, optional
+            Output-span tolerance for the D_LR value carried in the spectrum (see :meth:`result`).
+        name : str
+            Legend label for figures.
+
+        Returns
+        -------
+        Spectrum
+        """
+        mo = self._require()
+        value = self.result(rtol=rtol).value
+        has_y = bool(self._cy)
+        diag_sum = lambda i: float(np.trace(mo.block(i, i, upper=True)))  # noqa: E731
+        common = dict(
+            n=mo.n,
+            m_pp=mo.block(0, 0),
+            dlr=value,
+            C=int(self._C),
+            m_yp=mo.block(2, 0) if has_y else None,
+            trace_yy=diag_sum(2) if has_y else None,
+            k=k,
+            rank_tol=100.0 * float(np.finfo(mo.work).eps),
+            name=name,
+        )
+        if self._weights:
+            return spectrum_from_moments(wtw=self._wtw, **common)
+        return spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
+
+    def nc1(self) -> NC1Result:
+        """NC1 = tr(Sigma_W Sigma_B^+) / C of the features, from the class statistics (labels must be class ids)."""
+        mo = self._require()
+        if self._label_kind != "classes":
+            raise DLRInputError("nc1 needs integer class labels: pass labels=class_ids to update()")
+        return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(2, 0), mean_y=mo.block_mean(2))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -600,16 +474,9 @@ class DLRStats:
         Returns
         -------
         pathlib.Path
-            The path written.
+            The path written (``.npz`` is appended when missing).
         """
-        self._flush()
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        meta = {
-            "magic": np.array(_MAGIC),
-            "format_version": np.array(FORMAT_VERSION),
-            "n": np.array(self._n, dtype=np.int64),
+        meta: dict[str, Any] = {
             "p": np.array(-1 if self._p is None else self._p),
             "C": np.array(-1 if self._C is None else self._C),
             "cy": np.array(-1 if self._cy is None else self._cy),
@@ -619,25 +486,13 @@ class DLRStats:
             "precision": np.array(self.precision),
             "data_eps": np.array(self._data_eps),
             "weights_mode": np.array(self._weights),
+            "n": np.array(0, dtype=np.int64),
         }
-        arrays = {}
-        if self._n:
-            arrays["mean"] = self._mean
-            arrays["comoment"] = _symmetric(self._m)
+        if self._mom is not None:
+            meta.update(self._mom.state_arrays())
         if self._weights:
-            arrays.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **meta, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+            meta.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb))
+        return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "DLRStats":
@@ -648,48 +503,25 @@ class DLRStats:
         DLRInputError
             If the file is not a dlrcore statistics file, is damaged, or has a newer format version.
         """
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
-            raise DLRInputError(f"{path}: not a dlrcore statistics file ({type(exc).__name__}: {exc})") from exc
-        if str(data.get("magic", "")) != _MAGIC:
-            raise DLRInputError(f"{path}: not a dlrcore statistics file (no {_MAGIC} marker)")
-        version = int(data["format_version"])
-        if version > FORMAT_VERSION:
-            raise DLRInputError(
-                f"{path}: statistics format version {version} is newer than this dlrcore reads "
-                f"({FORMAT_VERSION}); upgrade dlrcore"
-            )
+        data = read_npz(path, _MAGIC, FORMAT_VERSION)
         try:
             st = cls(precision=str(data["precision"]))
             geti = lambda k: None if int(data[k]) < 0 else int(data[k])  # noqa: E731
-            st._n = int(data["n"])
             st._p, st._C, st._cy = geti("p"), geti("C"), geti("cy")
             st._label_kind = str(data["label_kind"]) or None
             st.num_classes = geti("num_classes")
-            st._work = np.dtype(str(data["work"])) if str(data["work"]) else None
             st._data_eps = float(data["data_eps"])
             st._weights = bool(data["weights_mode"])
             if st._weights:
                 st._wtw, st._wtb, st._btb = data["wtw"], data["wtb"], float(data["btb"])
-            if st._n:
-                st._mean = np.asarray(data["mean"], dtype=np.float64)
-                st._m = np.asfortranarray(np.triu(np.asarray(data["comoment"], dtype=np.float64)))
-                q = st._q
-                if st._mean.shape != (q,) or st._m.shape != (q, q):
-                    raise DLRInputError(f"{path}: array shapes do not match p, C and label width")
-                if not (np.isfinite(st._mean).all() and np.isfinite(st._m).all()):
-                    raise DLRInputError(f"{path}: statistics contain NaN or Inf")
+            if int(data["n"]):
+                c = st._c_out
+                st._mom = Moments(
+                    [st._p, c, st._cy], work=np.dtype(str(data["work"])), exact_block=1 if c else None
+                )
+                st._mom.load_arrays(int(data["n"]), data["mean"], data["comoment"])
         except KeyError as exc:
             raise DLRInputError(f"{path}: damaged statistics file, missing field {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise DLRInputError(f"{path}: damaged statistics file ({exc})") from exc
         return st
-
-    def __getstate__(self) -> dict[str, Any]:
-        self._flush()
-        state = self.__dict__.copy()
-        state["_stage"] = state["_stage_f64"] = state["_gram"] = None
-        return state

@@ -17,8 +17,12 @@ from .conftest import gaussian_problem
 
 
 def _state(st: DLRStats):
-    st._flush()
-    return (st.n, None if st._mean is None else st._mean.copy(), None if st._m is None else st._m.copy())
+    """(n, mean, co-moment) of the statistics, staged rows folded in."""
+    mo = st._mom
+    if mo is None:
+        return (0, None, None)
+    mo.flush()
+    return (mo.n, mo.mean.copy(), mo.m.copy())
 
 
 def _same_state(a, b) -> bool:
@@ -281,10 +285,10 @@ def test_weights_mode_survives_save_load(tmp_path, rng):
 
 def test_load_rejects_foreign_damaged_and_newer_files(tmp_path, rng):
     np.savez(tmp_path / "other.npz", x=np.ones(3))
-    with pytest.raises(DLRInputError, match="not a dlrcore statistics file"):
+    with pytest.raises(DLRInputError, match="not a dlrcore.DLRStats file"):
         DLRStats.load(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
-    with pytest.raises(DLRInputError, match="not a dlrcore statistics file"):
+    with pytest.raises(DLRInputError, match="not a dlrcore.DLRStats file"):
         DLRStats.load(tmp_path / "junk.npz")
     phi, out = gaussian_problem(rng, n=30, p=3, C=2)
     good = DLRStats().update(phi, out).save(tmp_path / "good.npz")

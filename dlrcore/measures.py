@@ -1,0 +1,354 @@
+"""Companion measures from the same kind of streamed statistics: linear CKA, S_init and NC1.
+
+* Linear CKA (Kornblith et al. 2019) between two representations X, Y of the same samples:
+  ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``, from the moments of ``[X, Y]``.
+* S_init: linear CKA between the features at initialisation and the current features on the same inputs.
+* NC1 (Papyan, Han and Donoho 2020): ``tr(Sigma_W Sigma_B^+) / C`` from class-conditional statistics, which are
+  the moments of ``[Phi, onehot(labels)]``: with ``n_c = n mean(y_c)``, the class-mean deviations are
+  ``mu_c - mu = (Yc^T Phic)_c / n_c``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from .inputs import DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
+from .moments import DEFAULT_CHUNK_BYTES, BadSegment, Moments
+from .storage import atomic_savez, read_npz
+
+__all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
+
+_CKA_MAGIC = "dlrcore.CKAStats"
+_CKA_VERSION = 1
+
+
+def _frob(m_upper_or_full: np.ndarray, *, upper: bool) -> float:
+    sq = float(np.einsum("ij,ij->", m_upper_or_full, m_upper_or_full))
+    if upper:
+        d = np.diagonal(m_upper_or_full)
+        sq = 2.0 * sq - float(d @ d)
+    return math.sqrt(max(sq, 0.0))
+
+
+@dataclass(frozen=True)
+class CKAResult:
+    """Linear CKA between two representations, with its sample count and widths."""
+
+    value: float
+    n: int
+    p_x: int
+    p_y: int
+    precision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON string of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __str__(self) -> str:
+        return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
+
+
+class CKAStats:
+    """Streaming, mergeable statistics for linear CKA between two representations of the same samples.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "float64"}
+        Precision of the products, as in :class:`~dlrcore.DLRStats`.
+    chunk_bytes : int
+        Staging buffer size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(400, 6)); q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    >>> st = CKAStats()
+    >>> for i in range(0, 400, 100):
+    ...     _ = st.update(x[i:i + 100], 3.0 * x[i:i + 100] @ q)
+    >>> round(st.result().value, 12)
+    1.0
+    """
+
+    def __init__(self, *, precision: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.precision = precision
+        self.chunk_bytes = int(chunk_bytes)
+        self._mom: Moments | None = None
+        work_dtype_for(precision=precision)  # validates the name
+
+    @property
+    def n(self) -> int:
+        """Samples accumulated."""
+        return 0 if self._mom is None else self._mom.rows
+
+    def update(self, x: Any, y: Any) -> "CKAStats":
+        """Add a batch: ``x`` (n_b x p_x) and ``y`` (n_b x p_y) are two representations of the same samples.
+
+        Raises
+        ------
+        DLRInputError
+            On bad input; the statistics are then exactly as before.
+        """
+        a = as_matrix(x, "x", allow_1d=True)
+        b = as_matrix(y, "y", allow_1d=True)
+        if a.shape[0] != b.shape[0]:
+            raise DLRInputError(f"x has {a.shape[0]} rows but y has {b.shape[0]} (row counts must match)")
+        if a.shape[0] == 0:
+            raise DLRInputError("x: empty batch (0 rows)")
+        if a.shape[1] == 0 or b.shape[1] == 0:
+            raise DLRInputError(f"zero columns: x has {a.shape[1]}, y has {b.shape[1]}")
+        if self._mom is not None and self._mom.widths != (a.shape[1], b.shape[1]):
+            raise DLRInputError(f"widths {(a.shape[1], b.shape[1])} differ from earlier batches {self._mom.widths}")
+        work = work_dtype_for(a, b, precision=self.precision, width=a.shape[1] + b.shape[1])
+        if self._mom is not None and self._mom.work == np.float64:
+            work = self._mom.work
+        mom = self._mom or Moments([a.shape[1], b.shape[1]], work=work, chunk_bytes=self.chunk_bytes)
+        if mom.fill + a.shape[0] > mom.capacity(work):
+            check_finite_and_bound(a, "x", work)
+            check_finite_and_bound(b, "y", work)
+        mom.set_work(work)
+        try:
+            mom.stage([a, b])
+        except BadSegment:
+            check_finite_and_bound(a, "x", work)
+            check_finite_and_bound(b, "y", work)
+            raise DLRInputError("batch rejected: non-finite values or overflow")  # pragma: no cover
+        self._mom = mom
+        return self
+
+    def merge(self, other: "CKAStats") -> "CKAStats":
+        """Add ``other``'s samples in place and return ``self``."""
+        if not isinstance(other, CKAStats):
+            raise TypeError(f"can only merge CKAStats, got {type(other).__name__}")
+        if other._mom is None or other._mom.rows == 0:
+            return self
+        if self._mom is None:
+            self._mom = other._mom.copy()
+            return self
+        if self._mom.widths != other._mom.widths:
+            raise DLRInputError(f"cannot merge CKA statistics of widths {self._mom.widths} and {other._mom.widths}")
+        self._mom.merge(other._mom)
+        return self
+
+    def __add__(self, other: "CKAStats") -> "CKAStats":
+        if not isinstance(other, CKAStats):
+            return NotImplemented
+        return self.copy().merge(other)
+
+    def copy(self) -> "CKAStats":
+        """Deep copy."""
+        out = copy.copy(self)
+        out._mom = None if self._mom is None else self._mom.copy()
+        return out
+
+    def result(self) -> CKAResult:
+        """Linear CKA of everything accumulated so far."""
+        if self._mom is None or self._mom.rows == 0:
+            raise DLRInputError("no samples: call update() before asking for results")
+        mo = self._mom
+        if mo.rows < 2:
+            raise DLRInputError(f"CKA needs at least 2 samples, got n = {mo.rows}")
+        nx = _frob(mo.block(0, 0, upper=True), upper=True)
+        ny = _frob(mo.block(1, 1, upper=True), upper=True)
+        if not (nx > 0 and ny > 0):
+            which = "x" if not nx > 0 else "y"
+            raise DLRInputError(f"{which} is constant across samples: its centered kernel is zero and CKA undefined")
+        cross = mo.block(0, 1)
+        value = float(np.einsum("ij,ij->", cross, cross)) / (nx * ny)
+        return CKAResult(
+            value=min(max(value, 0.0), 1.0),
+            n=mo.n,
+            p_x=mo.widths[0],
+            p_y=mo.widths[1],
+            precision="float32" if mo.work == np.float32 else "float64",
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the statistics to one ``.npz`` file, atomically."""
+        if self._mom is None:
+            raise DLRInputError("no samples to save")
+        arrays = self._mom.state_arrays()
+        arrays.update(widths=np.array(self._mom.widths), work=np.array(self._mom.work.name))
+        return atomic_savez(path, _CKA_MAGIC, _CKA_VERSION, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "CKAStats":
+        """Read statistics written by :meth:`save`."""
+        data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
+        st = cls()
+        try:
+            st._mom = Moments([int(w) for w in data["widths"]], work=np.dtype(str(data["work"])))
+            st._mom.load_arrays(int(data["n"]), data["mean"], data["comoment"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DLRInputError(f"{path}: damaged CKA statistics file ({exc})") from exc
+        return st
+
+
+def cka(x: Any, y: Any, *, precision: str = "auto") -> CKAResult:
+    """Linear CKA between two representations of the same samples (Kornblith et al., 2019).
+
+    Parameters
+    ----------
+    x, y : array_like
+        n x p_x and n x p_y (1-D means one column); any layer, any checkpoint.
+    precision : {"auto", "float32", "float64"}
+        Precision of the products.
+
+    Returns
+    -------
+    CKAResult
+        ``value`` in [0, 1]; 1 for a representation with itself, unchanged by orthogonal transforms and
+        isotropic scaling of either side.
+
+    References
+    ----------
+    S. Kornblith, M. Norouzi, H. Lee, G. Hinton. Similarity of neural network representations revisited. ICML 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 5))
+    >>> round(cka(x, 2 * x + 1).value, 12)
+    1.0
+    """
+    return CKAStats(precision=precision).update(x, y).result()
+
+
+def s_init(features_init: Any, features_now: Any, *, precision: str = "auto") -> CKAResult:
+    """S_init: linear CKA between the features at initialisation and now, on the same inputs.
+
+    Near 1 when training left the feature kernel where it started (lazy), lower when it moved (rich).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(1).normal(size=(100, 4))
+    >>> round(s_init(x, x).value, 12)
+    1.0
+    """
+    return cka(features_init, features_now, precision=precision)
+
+
+@dataclass(frozen=True)
+class NC1Result:
+    """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from."""
+
+    value: float
+    n: int
+    p: int
+    num_classes: int
+    classes_present: int
+    between_rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return asdict(self)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __str__(self) -> str:
+        return (
+            f"NC1 = {self.value:.6g}   (n = {self.n}, p = {self.p}, {self.classes_present} of {self.num_classes} "
+            f"classes present, rank of Sigma_B {self.between_rank})"
+        )
+
+
+def nc1_from_moments(
+    *, n: int, m_pp: np.ndarray, m_yp: np.ndarray, mean_y: np.ndarray, rtol: float = 1e-10
+) -> NC1Result:
+    """NC1 from the moments of ``[Phi, onehot(labels)]``.
+
+    ``Sigma_T = Phic^T Phic / n``; class ``c`` has ``n_c = n mean_y[c]`` samples and mean deviation
+    ``mu_c - mu = (Yc^T Phic)_c / n_c``; ``Sigma_B`` averages ``(mu_c - mu)(mu_c - mu)^T`` over the classes
+    present, ``Sigma_W = Sigma_T - sum_c (n_c / n)(mu_c - mu)(mu_c - mu)^T``. Classes with no sample are left out
+    of C and of ``Sigma_B``. ``Sigma_B^+`` keeps singular directions above ``rtol`` relative.
+    """
+    counts = np.rint(n * mean_y).astype(np.int64)
+    present = counts > 0
+    c = int(present.sum())
+    if c < 2:
+        raise DLRInputError(f"NC1 needs samples of at least 2 classes, got {c}")
+    dev = m_yp[present] / counts[present, None]  # (c, p): mu_c - mu
+    sigma_w = m_pp / n - (dev.T * (counts[present] / n)) @ dev
+    u, sv, vt = scipy.linalg.svd(dev, full_matrices=False, check_finite=False)
+    keep = sv > rtol * sv[0] if sv.size and sv[0] > 0 else np.zeros(0, dtype=bool)
+    vk, sk = vt[keep], sv[keep]
+    # Sigma_B = dev^T dev / c = V diag(s^2 / c) V^T, so tr(Sigma_W Sigma_B^+) / c = sum_j v_j^T Sigma_W v_j / s_j^2
+    value = float(np.sum(np.einsum("ij,jk,ik->i", vk, sigma_w, vk) / sk**2))
+    return NC1Result(
+        value=value,
+        n=int(n),
+        p=int(m_pp.shape[0]),
+        num_classes=int(mean_y.shape[0]),
+        classes_present=c,
+        between_rank=int(keep.sum()),
+    )
+
+
+def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision: str = "auto") -> NC1Result:
+    """NC1 = tr(Sigma_W Sigma_B^+) / C of Papyan, Han and Donoho (2020): within-class variability against
+    between-class separation of the features; it tends to 0 under neural collapse.
+
+    Parameters
+    ----------
+    features : array_like
+        n x p features.
+    labels : array_like
+        Integer class ids (n,).
+    num_classes : int, optional
+        Number of classes (default ``max(labels) + 1``).
+    precision : {"auto", "float32", "float64"}
+        Precision of the products.
+
+    Returns
+    -------
+    NC1Result
+
+    References
+    ----------
+    V. Papyan, X. Y. Han, D. L. Donoho. Prevalence of neural collapse during the terminal phase of deep learning
+    training. PNAS 117(40), 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, size=300); means = 10 * rng.normal(size=(3, 4))
+    >>> nc1(means[y] + 0.01 * rng.normal(size=(300, 4)), y).value < 1e-3
+    True
+    """
+    x = as_matrix(features, "features")
+    ids = np.asarray(labels if isinstance(labels, np.ndarray) else _from_framework(labels, "labels"))
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise DLRInputError(f"labels: expected 1-D integer class ids, got dtype {ids.dtype} and shape {ids.shape}")
+    if ids.shape[0] != x.shape[0]:
+        raise DLRInputError(f"labels: {ids.shape[0]} rows but features have {x.shape[0]}")
+    if x.shape[0] < 2:
+        raise DLRInputError(f"NC1 needs at least 2 samples, got n = {x.shape[0]}")
+    k = int(num_classes) if num_classes is not None else int(ids.max()) + 1
+    if ids.min() < 0 or ids.max() >= k:
+        raise DLRInputError(f"labels: class ids must lie in [0, {k}), got range [{ids.min()}, {ids.max()}]")
+    y = np.zeros((x.shape[0], k))
+    y[np.arange(x.shape[0]), ids] = 1.0
+    work = work_dtype_for(x, precision=precision, width=x.shape[1] + k)
+    check_finite_and_bound(x, "features", work)
+    mo = Moments([x.shape[1], k], work=work)
+    mo.stage([x, y])
+    return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(1, 0), mean_y=mo.block_mean(1))
