@@ -30,48 +30,103 @@ def _batch_rows(row_bytes: int, requested: int | None) -> int:
     return max(1024, (64 * 2**20) // max(row_bytes, 1))
 
 
-def _compute(args: argparse.Namespace) -> int:
+def _accumulate(args: argparse.Namespace, label: str) -> DLRStats:
+    """Stream FEATURES (and OUTPUTS or --weight, and --labels) from files into a DLRStats."""
     feats = open_array(args.features)
-    if args.weight is None and args.outputs is None:
-        raise DLRInputError("give OUTPUTS, or --weight (and --bias) to derive outputs from the last layer")
-    if args.weight is not None and args.outputs is not None:
-        raise DLRInputError("give either OUTPUTS or --weight, not both")
-    if args.weight is not None:
-        w = open_array(args.weight).read(0, open_array(args.weight).rows)
-        b = open_array(args.bias).read(0, open_array(args.bias).rows) if args.bias else None
-        stats = DLRStats(weight=w, bias=b, precision=args.precision)
-        outs = None
-    else:
-        if args.bias:
-            raise DLRInputError("--bias needs --weight")
-        stats = DLRStats(precision=args.precision)
-        outs = open_array(args.outputs)
-        if outs.rows != feats.rows:
-            raise DLRInputError(
-                f"row counts differ: {feats.name} has {feats.rows} rows, {outs.name} has {outs.rows}"
-            )
     if len(feats.shape) != 2:
         raise DLRInputError(f"{feats.name}: expected a 2-D n x p array, got shape {feats.shape}")
-    row_bytes = feats.nbytes // max(feats.rows, 1) + (outs.nbytes // max(outs.rows, 1) if outs else 0)
+    weight = getattr(args, "weight", None)
+    if weight is None and args.outputs is None:
+        raise DLRInputError("give OUTPUTS, or --weight (and --bias) to derive outputs from the last layer")
+    if weight is not None and args.outputs is not None:
+        raise DLRInputError("give either OUTPUTS or --weight, not both")
+    sources = {}
+    if weight is not None:
+        w = open_array(weight)
+        w_arr = w.read(0, w.rows)
+        b_arr = None
+        if args.bias:
+            b = open_array(args.bias)
+            b_arr = b.read(0, b.rows)
+        stats = DLRStats(weight=w_arr, bias=b_arr, precision=args.precision, num_classes=args.num_classes)
+    else:
+        if getattr(args, "bias", None):
+            raise DLRInputError("--bias needs --weight")
+        stats = DLRStats(precision=args.precision, num_classes=args.num_classes)
+        sources["outputs"] = open_array(args.outputs)
+    if args.labels:
+        sources["labels"] = open_array(args.labels)
+    for src in sources.values():
+        if src.rows != feats.rows:
+            raise DLRInputError(f"row counts differ: {feats.name} has {feats.rows} rows, {src.name} has {src.rows}")
+    row_bytes = sum(s.nbytes // max(s.rows, 1) for s in [feats, *sources.values()])
     rows = _batch_rows(row_bytes, args.batch_size)
-    total_bytes = feats.nbytes + (outs.nbytes if outs else 0)
+    total_bytes = feats.nbytes + sum(s.nbytes for s in sources.values())
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and total_bytes > PROGRESS_BYTES)
-    with Progress(feats.rows, "dlr compute", enabled=show) as bar:
+    with Progress(feats.rows, label, enabled=show) as bar:
         for start, x in feats.batches(rows):
             stop = start + x.shape[0]
-            if outs is None:
-                stats.update(x)
-            else:
-                stats.update(x, outs.read(start, stop))
+            parts = {k: s.read(start, stop) for k, s in sources.items()}
+            stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
             bar.advance(x.shape[0])
     if args.save_stats:
         stats.save(args.save_stats)
+    return stats
+
+
+def _compute(args: argparse.Namespace) -> int:
+    stats = _accumulate(args, "dlr compute")
     res = stats.result(rtol=args.rtol)
+    nc1 = stats.nc1() if stats.label_kind == "classes" else None
     if args.json:
-        print(res.to_json(indent=2))
+        d = res.to_dict()
+        if nc1 is not None:
+            d["nc1"] = nc1.to_dict()
+        print(json.dumps(d, indent=2))
     else:
         print(res)
+        if nc1 is not None:
+            print(nc1)
     return 0
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    stats = _accumulate(args, "dlr spectrum")
+    sp = stats.spectrum(args.k, rtol=args.rtol, name=args.name or "")
+    if args.plot:
+        from . import plot
+
+        plot.spectrum([sp], path=args.plot)
+    if args.json:
+        print(sp.to_json(indent=2))
+    else:
+        print(sp)
+        if args.plot:
+            print(f"figure written to {args.plot}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from . import plot
+
+    names = args.names.split(",") if args.names else [None] * len(args.stats)
+    if len(names) != len(args.stats):
+        raise DLRInputError(f"--names gives {len(names)} names for {len(args.stats)} statistics files")
+    spectra = []
+    for path, name in zip(args.stats, names):
+        st = DLRStats.load(path)
+        spectra.append(st.spectrum(args.k, rtol=args.rtol, name=name or _stem(path)))
+    plot.spectrum(spectra, path=args.out, title=args.title)
+    for sp in spectra:
+        print(f"{sp.name}: D_LR = {sp.dlr:.4f}, effective rank {sp.effective_rank:.2f}, {sp.k} modes")
+    print(f"figure written to {args.out}")
+    return 0
+
+
+def _stem(path: str) -> str:
+    import os
+
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -94,25 +149,58 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"dlrcore {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    def data_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("features", metavar="FEATURES")
+        c.add_argument("outputs", metavar="OUTPUTS", nargs="?")
+        c.add_argument("--weight", metavar="FILE", help="last-layer weight (C x p) instead of OUTPUTS")
+        c.add_argument("--bias", metavar="FILE", help="last-layer bias (C,), with --weight")
+        c.add_argument("--labels", metavar="FILE", help="integer class ids (n,) or an n x C target matrix")
+        c.add_argument("--num-classes", type=int, default=None, help="number of classes of integer labels")
+        c.add_argument("--rtol", type=float, default=None, help="relative singular-value tolerance of the output span")
+        c.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto")
+        c.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: about 64 MiB)")
+        c.add_argument("--save-stats", metavar="FILE.npz", help="also save the sufficient statistics")
+        c.add_argument("--json", action="store_true", help="print the result as JSON")
+        prog = c.add_mutually_exclusive_group()
+        prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+        prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+
+    files = "Files are .npy (memory-mapped), .npz or .safetensors; name an array inside with PATH:KEY."
     c = sub.add_parser(
         "compute",
         help="exact D_LR of a features file against an outputs file",
         description="Exact D_LR of FEATURES (n x p) against OUTPUTS (n x C), streamed in row batches. "
-        "Files are .npy (memory-mapped), .npz or .safetensors; name an array inside with PATH:KEY.",
+        + files
+        + " With --labels of class ids, NC1 is reported too.",
     )
-    c.add_argument("features", metavar="FEATURES")
-    c.add_argument("outputs", metavar="OUTPUTS", nargs="?")
-    c.add_argument("--weight", metavar="FILE", help="last-layer weight (C x p) instead of OUTPUTS")
-    c.add_argument("--bias", metavar="FILE", help="last-layer bias (C,), with --weight")
-    c.add_argument("--rtol", type=float, default=None, help="relative singular-value tolerance of the output span")
-    c.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto")
-    c.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: about 64 MiB)")
-    c.add_argument("--save-stats", metavar="FILE.npz", help="also save the sufficient statistics")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
-    prog = c.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
-    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    data_args(c)
     c.set_defaults(func=_compute)
+
+    s = sub.add_parser(
+        "spectrum",
+        help="eigenvalues, utilization and quality curves (the paper's three panels)",
+        description="Spectrum of the feature covariance with cumulative utilization (against OUTPUTS) and, with "
+        "--labels, cumulative quality. " + files,
+    )
+    data_args(s)
+    s.add_argument("--k", type=int, default=None, help="modes to report (default: all)")
+    s.add_argument("--plot", metavar="FIG.png", help="draw the three-panel figure (needs matplotlib)")
+    s.add_argument("--name", default=None, help="legend label")
+    s.set_defaults(func=_spectrum)
+
+    pl = sub.add_parser(
+        "plot",
+        help="three-panel figure from saved statistics files, overlaid",
+        description="Draw the three-panel figure from statistics saved with --save-stats or DLRStats.save, "
+        "several files overlaid (e.g. rich vs lazy, or checkpoints over training).",
+    )
+    pl.add_argument("stats", metavar="STATS.npz", nargs="+")
+    pl.add_argument("--out", "-o", required=True, metavar="FIG.png", help="figure file (.png, .pdf, .svg)")
+    pl.add_argument("--names", default=None, help="comma-separated legend labels (default: file names)")
+    pl.add_argument("--k", type=int, default=None, help="modes to draw (default: all)")
+    pl.add_argument("--rtol", type=float, default=None)
+    pl.add_argument("--title", default=None)
+    pl.set_defaults(func=_plot)
 
     d = sub.add_parser(
         "demo",
@@ -134,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return int(args.func(args))
-    except (DLRInputError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+    except (DLRInputError, FileNotFoundError, ValueError, TypeError, OSError, ImportError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"dlr: error: {msg}", file=sys.stderr)
         return 1

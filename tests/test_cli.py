@@ -136,3 +136,43 @@ def test_demo_prints_a_table(capsys):
     assert main(["demo", "--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "rich" in out and "lazy" in out and "D_LR" in out
+
+
+@pytest.fixture
+def class_files(tmp_path, rng):
+    y = rng.integers(0, 4, size=1500)
+    x = np.eye(4)[y] @ rng.normal(size=(4, 20)) * 2 + rng.normal(size=(1500, 20))
+    f = np.eye(4)[y] + 0.1 * rng.normal(size=(1500, 4))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "f.npy", f)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, x, f, y
+
+
+def test_compute_with_labels_reports_nc1(class_files, capsys):
+    d, x, f, y = class_files
+    got = run_json(["compute", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y.npy"), "--json",
+                    "--batch-size", "400"], capsys)
+    assert got["value"] == pytest.approx(dlrcore.dlr(x, f).value, rel=1e-9)
+    assert got["nc1"]["value"] == pytest.approx(dlrcore.nc1(x, y).value, rel=1e-9)
+    assert got["nc1"]["classes_present"] == 4
+
+
+def test_spectrum_command_matches_the_api_and_saves_stats(class_files, capsys):
+    d, x, f, y = class_files
+    got = run_json(["spectrum", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y.npy"), "--json",
+                    "--k", "5", "--save-stats", str(d / "s.npz")], capsys)
+    ref = dlrcore.spectrum(x, f, y, k=5)
+    assert got["k"] == 5
+    np.testing.assert_allclose(got["cumulative_utilization"], ref.cumulative_utilization, rtol=1e-9)
+    np.testing.assert_allclose(got["cumulative_quality"], ref.cumulative_quality, rtol=1e-9)
+    # the saved statistics alone reproduce the spectrum
+    again = DLRStats.load(d / "s.npz").spectrum(5)
+    np.testing.assert_allclose(again.eigenvalues, ref.eigenvalues, rtol=1e-9)
+
+
+def test_labels_with_wrong_row_count_are_refused(class_files, capsys):
+    d, _, _, y = class_files
+    np.save(d / "y_short.npy", y[:-3])
+    assert main(["compute", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y_short.npy")]) == 1
+    assert "row counts differ" in capsys.readouterr().err
