@@ -555,6 +555,98 @@ class DemoReport:
 # Driver
 
 
+@dataclass
+class TrainedPair:
+    """The demo's task and its two trained networks, for analyses beyond :func:`run_demo`.
+
+    Attributes
+    ----------
+    task : tuple of ndarray
+        ``(x_train, y_train, x_test, y_test)`` from :func:`make_task`.
+    initial : MLP
+        The shared initialisation.
+    nets : dict of str to MLP
+        ``"rich"`` (all layers trained) and ``"lazy"`` (last layer only).
+    seconds, final_loss : dict of str to float
+        Training time and final training loss of each.
+    config : DemoConfig
+        The settings used.
+    """
+
+    task: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    initial: MLP
+    nets: dict[str, MLP]
+    seconds: dict[str, float]
+    final_loss: dict[str, float]
+    config: DemoConfig
+
+
+def train_pair(
+    seed: int = 0,
+    config: DemoConfig | None = None,
+    *,
+    progress: bool = False,
+    epochs: int | None = None,
+    initial: MLP | None = None,
+) -> TrainedPair:
+    """Build the demo task and train the network rich (all layers) and lazy (last layer) from one start.
+
+    Both runs share the task, the initialisation, the optimiser settings and the mini-batch order; they differ
+    only in which layers are trained.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of everything; the result is deterministic given it.
+    config : DemoConfig, optional
+        Settings (default :data:`NORMAL_CONFIG`).
+    progress : bool
+        Progress lines on stderr.
+    epochs : int, optional
+        Override ``config.epochs`` (e.g. to take checkpoints).
+    initial : MLP, optional
+        Start from this network instead of the seeded initialisation.
+
+    Returns
+    -------
+    TrainedPair
+
+    Examples
+    --------
+    >>> pair = train_pair(0, QUICK_CONFIG, epochs=2)
+    >>> sorted(pair.nets), pair.nets["lazy"].weights[0] is not pair.initial.weights[0]
+    (['lazy', 'rich'], True)
+    """
+    cfg = config if config is not None else NORMAL_CONFIG
+    task = make_task(seed, cfg.n_train, cfg.n_test, input_dim=cfg.input_dim, num_classes=cfg.num_classes)
+    x_train, y_train = task[0], task[1]
+    targets = np.eye(cfg.num_classes)[y_train]
+    sizes = [cfg.input_dim] + [cfg.width] * cfg.depth + [cfg.num_classes]
+    # distinct, reproducible streams for the weights and the batch order
+    init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2)
+    net0 = initial if initial is not None else init_mlp(sizes, int(init_seed), output_scale=cfg.output_scale)
+    nets, seconds, final = {}, {}, {}
+    for name, train_hidden in (("rich", True), ("lazy", False)):
+        t0 = time.perf_counter()
+        net, losses = train_mlp(
+            net0,
+            x_train,
+            targets,
+            train_hidden=train_hidden,
+            epochs=cfg.epochs if epochs is None else epochs,
+            batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            seed=int(order_seed),
+            progress=progress,
+            label=name,
+        )
+        nets[name] = net
+        seconds[name] = float(time.perf_counter() - t0)
+        final[name] = float(losses[-1]) if losses else float("nan")
+    return TrainedPair(task=task, initial=net0, nets=nets, seconds=seconds, final_loss=final, config=cfg)
+
+
 def run_demo(
     seed: int = 0, *, quick: bool = False, progress: bool = True, config: DemoConfig | None = None
 ) -> DemoReport:
@@ -590,43 +682,22 @@ def run_demo(
 
     cfg = config if config is not None else (QUICK_CONFIG if quick else NORMAL_CONFIG)
     start = time.perf_counter()
-    x_train, y_train, x_test, y_test = make_task(
-        seed, cfg.n_train, cfg.n_test, input_dim=cfg.input_dim, num_classes=cfg.num_classes
-    )
-    targets = np.eye(cfg.num_classes)[y_train]
-    sizes = [cfg.input_dim] + [cfg.width] * cfg.depth + [cfg.num_classes]
-    # distinct, reproducible streams for the weights and the batch order
-    init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2)
-    net0 = init_mlp(sizes, int(init_seed), output_scale=cfg.output_scale)
-
+    pair = train_pair(seed, cfg, progress=progress)
+    x_train, y_train, x_test, y_test = pair.task
     records = []
-    for name, train_hidden in (("rich", True), ("lazy", False)):
-        t0 = time.perf_counter()
-        net, losses = train_mlp(
-            net0,
-            x_train,
-            targets,
-            train_hidden=train_hidden,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-            seed=int(order_seed),
-            progress=progress,
-            label=name,
-        )
-        seconds = time.perf_counter() - t0
+    for name in ("rich", "lazy"):
+        net = pair.nets[name]
         feats, outs = net.forward(x_test)
         res = dlrcore.dlr(feats, outs)
         records.append(
             RunRecord(
                 name=name,
-                trained_layers="all" if train_hidden else "last only",
+                trained_layers="all" if name == "rich" else "last only",
                 dlr=float(res.value),
                 test_accuracy=float(np.mean(np.argmax(outs, axis=1) == y_test)),
                 train_accuracy=float(np.mean(net.predict(x_train) == y_train)),
-                train_seconds=float(seconds),
-                final_train_loss=float(losses[-1]) if losses else float("nan"),
+                train_seconds=pair.seconds[name],
+                final_train_loss=pair.final_loss[name],
                 output_rank=int(res.output_rank),
                 output_effective_rank=float(res.output_effective_rank),
                 warnings=tuple(str(w) for w in res.warnings),
@@ -634,7 +705,7 @@ def run_demo(
         )
         if progress:
             print(
-                f"dlr demo: {name} done in {seconds:.1f}s, D_LR {res.value:.3f}, "
+                f"dlr demo: {name} done in {pair.seconds[name]:.1f}s, D_LR {res.value:.3f}, "
                 f"test acc {records[-1].test_accuracy:.3f}",
                 file=sys.stderr,
                 flush=True,
