@@ -571,6 +571,8 @@ class TrainedPair:
         Training time and final training loss of each.
     config : DemoConfig
         The settings used.
+    order_seed : int
+        Seed of the mini-batch order, to retrain with :func:`train_mlp` exactly as here.
     """
 
     task: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -579,6 +581,7 @@ class TrainedPair:
     seconds: dict[str, float]
     final_loss: dict[str, float]
     config: DemoConfig
+    order_seed: int
 
 
 def train_pair(
@@ -644,7 +647,9 @@ def train_pair(
         nets[name] = net
         seconds[name] = float(time.perf_counter() - t0)
         final[name] = float(losses[-1]) if losses else float("nan")
-    return TrainedPair(task=task, initial=net0, nets=nets, seconds=seconds, final_loss=final, config=cfg)
+    return TrainedPair(
+        task=task, initial=net0, nets=nets, seconds=seconds, final_loss=final, config=cfg, order_seed=int(order_seed)
+    )
 
 
 def run_demo(

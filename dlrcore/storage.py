@@ -33,6 +33,9 @@ def atomic_savez(path: str | os.PathLike[str], magic: str, version: int, arrays:
     payload = {"magic": np.array(magic), "format_version": np.array(version), **arrays}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
             fh.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 
@@ -271,8 +272,11 @@ def test_save_load_round_trip_and_merge_after_load(tmp_path, rng):
     b.update(phi[60:], out[60:], labels=ids[60:])
     assert b.result().value == pytest.approx(dlrcore.dlr(phi, out).value, rel=1e-10)
     assert pickle.loads(pickle.dumps(b)).result() == b.result()
-    # suffix added when missing
+    # suffix added when missing; permissions as for any new file (mkstemp alone would give 0600)
     assert a.save(tmp_path / "noext").name == "noext.npz"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
 
 
 def test_weights_mode_survives_save_load(tmp_path, rng):
