@@ -166,3 +166,12 @@ def spectrum(
     """
     st = DLRStats(num_classes=num_classes, precision=precision).update(features, outputs, labels=labels)
     return st.spectrum(k, rtol=rtol, name=name)
+
+
+def __getattr__(name: str) -> Any:
+    # dlrcore.plot on first use; the module itself imports matplotlib only when a figure is drawn
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'dlrcore' has no attribute {name!r}")
