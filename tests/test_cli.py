@@ -176,3 +176,26 @@ def test_labels_with_wrong_row_count_are_refused(class_files, capsys):
     np.save(d / "y_short.npy", y[:-3])
     assert main(["compute", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y_short.npy")]) == 1
     assert "row counts differ" in capsys.readouterr().err
+
+
+def test_plot_command_redraws_saved_statistics(class_files, capsys):
+    pytest.importorskip("matplotlib")
+    d, x, f, y = class_files
+    for name, feats in (("rich", x), ("lazy", np.random.default_rng(1).normal(size=x.shape))):
+        DLRStats(num_classes=4).update(feats, f, labels=y).save(d / f"{name}.npz")
+    out = d / "fig.png"
+    assert main(["plot", str(d / "rich.npz"), str(d / "lazy.npz"), "-o", str(out), "--names", "rich,lazy"]) == 0
+    text = capsys.readouterr().out
+    assert "rich: D_LR" in text and "lazy: D_LR" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert main(["plot", str(d / "rich.npz"), "-o", str(out), "--names", "a,b"]) == 1
+    assert "2 names for 1" in capsys.readouterr().err
+
+
+def test_spectrum_command_draws_a_figure(class_files, capsys):
+    pytest.importorskip("matplotlib")
+    d, _, _, _ = class_files
+    out = d / "sp.png"
+    assert main(["spectrum", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y.npy"), "--plot", str(out)]) == 0
+    assert "figure written" in capsys.readouterr().out
+    assert out.read_bytes()[:4] == b"\x89PNG"
