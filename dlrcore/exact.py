@@ -68,15 +68,21 @@ def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, l
     return float(rtol), []
 
 
-def effective_rank(eigenvalues: np.ndarray) -> float:
+def effective_rank(eigenvalues: np.ndarray, rel_tol: float = 1e-12) -> float:
     """Roy and Vetterli effective rank ``exp(H(s / sum s))`` of the singular values ``s = sqrt(eigenvalues)``.
+
+    Eigenvalues at or below ``rel_tol`` times the largest are rounding noise of a Gram matrix and count as zero
+    (their square roots would otherwise add spurious entropy).
 
     Examples
     --------
     >>> round(effective_rank(np.array([4.0, 4.0, 0.0])), 6)
     2.0
     """
-    s = np.sqrt(np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None))
+    ev = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    if ev.size:
+        ev = np.where(ev > rel_tol * ev.max(), ev, 0.0)
+    s = np.sqrt(ev)
     total = s.sum()
     if total <= 0:
         return 0.0

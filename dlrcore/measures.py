@@ -278,7 +278,8 @@ def nc1_from_moments(
     ``Sigma_T = Phic^T Phic / n``; class ``c`` has ``n_c = n mean_y[c]`` samples and mean deviation
     ``mu_c - mu = (Yc^T Phic)_c / n_c``; ``Sigma_B`` averages ``(mu_c - mu)(mu_c - mu)^T`` over the classes
     present, ``Sigma_W = Sigma_T - sum_c (n_c / n)(mu_c - mu)(mu_c - mu)^T``. Classes with no sample are left out
-    of C and of ``Sigma_B``. ``Sigma_B^+`` keeps singular directions above ``rtol`` relative.
+    of C and of ``Sigma_B``. ``Sigma_B^+`` keeps at most c - 1 singular directions (the deviations sum to zero
+    with weights n_c), those above ``rtol`` relative.
     """
     counts = np.rint(n * mean_y).astype(np.int64)
     present = counts > 0
@@ -288,7 +289,9 @@ def nc1_from_moments(
     dev = m_yp[present] / counts[present, None]  # (c, p): mu_c - mu
     sigma_w = m_pp / n - (dev.T * (counts[present] / n)) @ dev
     u, sv, vt = scipy.linalg.svd(dev, full_matrices=False, check_finite=False)
-    keep = sv > rtol * sv[0] if sv.size and sv[0] > 0 else np.zeros(0, dtype=bool)
+    keep = sv > rtol * sv[0] if sv.size and sv[0] > 0 else np.zeros(sv.shape, dtype=bool)
+    # sum_c n_c (mu_c - mu) = 0: the deviations span at most c - 1 directions; a c-th singular value is rounding
+    keep[c - 1 :] = False
     vk, sk = vt[keep], sv[keep]
     # Sigma_B = dev^T dev / c = V diag(s^2 / c) V^T, so tr(Sigma_W Sigma_B^+) / c = sum_j v_j^T Sigma_W v_j / s_j^2
     value = float(np.sum(np.einsum("ij,jk,ik->i", vk, sigma_w, vk) / sk**2))
@@ -351,4 +354,5 @@ def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision
     check_finite_and_bound(x, "features", work)
     mo = Moments([x.shape[1], k], work=work)
     mo.stage([x, y])
+    mo.flush()
     return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(1, 0), mean_y=mo.block_mean(1))

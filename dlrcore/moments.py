@@ -142,6 +142,10 @@ class Moments:
             the same call staged or folded in before it stay (callers validate batches that span several
             flushes up front, so that this cannot happen to them).
         """
+        with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught below, by the sums
+            self._stage_rows(blocks)
+
+    def _stage_rows(self, blocks: Sequence[np.ndarray]) -> None:
         nb = blocks[0].shape[0]
         work = self.work
         limit = float(np.finfo(work).max) / 8.0

@@ -212,7 +212,7 @@ def spectrum_from_moments(
         relative_eigenvalue=rel[:k].copy(),
         cumulative_utilization=util[:k].copy(),
         cumulative_quality=quality,
-        effective_rank=effective_rank(s),
+        effective_rank=effective_rank(s, rel_tol=rank_tol),
         participation_ratio=float(pr),
         feature_rank=feature_rank,
         dlr=float(dlr),
