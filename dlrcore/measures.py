@@ -279,7 +279,8 @@ def nc1_from_moments(
     ``mu_c - mu = (Yc^T Phic)_c / n_c``; ``Sigma_B`` averages ``(mu_c - mu)(mu_c - mu)^T`` over the classes
     present, ``Sigma_W = Sigma_T - sum_c (n_c / n)(mu_c - mu)(mu_c - mu)^T``. Classes with no sample are left out
     of C and of ``Sigma_B``. ``Sigma_B^+`` keeps at most c - 1 singular directions (the deviations sum to zero
-    with weights n_c), those above ``rtol`` relative.
+    with weights n_c), those above ``rtol`` relative: callers pass about 100 eps of the data's precision, since
+    class means rounded to float32 make exactly collinear means look full-rank at 1e-7 and NC1 explode.
     """
     counts = np.rint(n * mean_y).astype(np.int64)
     present = counts > 0
@@ -355,4 +356,5 @@ def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision
     mo = Moments([x.shape[1], k], work=work)
     mo.stage([x, y])
     mo.flush()
-    return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(1, 0), mean_y=mo.block_mean(1))
+    rtol = max(1e-10, 100.0 * float(np.finfo(x.dtype).eps), 100.0 * float(np.finfo(work).eps))
+    return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(1, 0), mean_y=mo.block_mean(1), rtol=rtol)

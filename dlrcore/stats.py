@@ -462,7 +462,10 @@ class DLRStats:
         mo = self._require()
         if self._label_kind != "classes":
             raise DLRInputError("nc1 needs integer class labels: pass labels=class_ids to update()")
-        return nc1_from_moments(n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(2, 0), mean_y=mo.block_mean(2))
+        rtol = max(1e-10, 100.0 * self._data_eps, 100.0 * float(np.finfo(mo.work).eps))
+        return nc1_from_moments(
+            n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(2, 0), mean_y=mo.block_mean(2), rtol=rtol
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
