@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 
 from .inputs import DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
-from .moments import DEFAULT_CHUNK_BYTES, BadSegment, Moments
+from .moments import BadSegment, Moments
 from .storage import atomic_savez, read_npz
 
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
@@ -86,7 +86,7 @@ class CKAStats:
     1.0
     """
 
-    def __init__(self, *, precision: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(self, *, precision: str = "auto", chunk_bytes: int = 0) -> None:
         self.precision = precision
         self.chunk_bytes = int(chunk_bytes)
         self._mom: Moments | None = None

@@ -4,11 +4,16 @@ Every statistic in dlrcore (D_LR, its spectrum, CKA, NC1) is a function of ``n``
 centered co-moment matrix ``M = Zc^T Zc`` of some stacked columns ``Z = [X_1, X_2, ...]``. :class:`Moments`
 accumulates exactly these in float64, whatever n is, in O(q^2) memory for q stacked columns:
 
-* rows are staged into a buffer of about ``chunk_bytes``, written as ``x - K`` in one fused pass, where ``K`` is
-  the running mean (or, for the first rows, the mean of up to 1024 of them);
-* a full stage is folded in with one BLAS ``?syrk`` (the centered Gram ``z^T z - m r r^T``, ``r`` the residual
-  mean, re-centering first when ``r`` is large against the spread so that the subtraction cannot cancel) and
-  Chan's pairwise update ``M = M_a + M_b + (n_a n_b / n) d d^T``, ``d = mean_b - mean_a``;
+* rows are staged into a small buffer (``chunk_bytes``, 4096 to 65536 rows), written as ``z = x - K`` in one
+  fused pass, where ``K`` is the running mean (or, for the first rows, the mean of up to 1024 of them); each
+  staged segment is summed (for the exact mean) and its squares summed with a BLAS dot (NaN, Inf and overflow
+  show there, before anything is multiplied);
+* a full stage is multiplied by one BLAS ``?syrk`` into a pending Gram about the same ``K`` (``beta = 1``), so
+  that the float64 state is touched only every ``FOLD_BYTES`` of rows; a stage whose mean drifted from ``K`` by
+  more than about 0.7 standard deviation is re-centered first (after folding what is pending), so that the
+  correction below cannot cancel;
+* folding the pending Gram ``G`` of m rows with residual mean ``r`` gives the centered Gram ``G - m r r^T`` about
+  the mean ``K + r``, merged by Chan's pairwise update ``M = M_a + M_b + (n_a n_b / n) d d^T``;
 * merging two :class:`Moments` is the same update, so any split of the rows over batches and machines gives
   the same result up to rounding.
 
@@ -25,8 +30,15 @@ from scipy.linalg import blas
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "symmetric"]
 
-#: Stage buffer budget in bytes: rows are folded in chunks of about this size.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
+#: Stage buffer budget in bytes (between 4096 and 65536 rows): rows are multiplied in chunks of this size.
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+#: Rows of about this many bytes (16384 to 131072 rows) have their Grams summed in the product precision before
+#: a float64 fold.
+FOLD_BYTES = 256 * 2**20
+
+#: At most this many stage Grams are summed in the product precision before a float64 fold.
+MAX_PENDING_STAGES = 64
 
 
 class BadSegment(Exception):
@@ -57,7 +69,8 @@ class Moments:
     exact_block : int, optional
         Index of a block whose own Gram is formed from float64 products even when ``work`` is float32.
     chunk_bytes : int
-        Size of the staging buffer.
+        Size of the staging buffer; 0 (the default) picks ``DEFAULT_CHUNK_BYTES`` or 4096 rows, whichever is
+        larger.
 
     Examples
     --------
@@ -75,7 +88,7 @@ class Moments:
         *,
         work: np.dtype,
         exact_block: int | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = 0,
     ) -> None:
         self.widths = tuple(int(w) for w in widths)
         self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.widths)]))
@@ -83,15 +96,22 @@ class Moments:
         self.work = np.dtype(work)
         self.exact_block = exact_block if exact_block is not None and self.widths[exact_block] > 0 else None
         self.chunk_bytes = int(chunk_bytes)
-        self.n = 0
+        self.n = 0  # rows folded into (mean, m)
         self.mean = np.zeros(self.q)
         self.m = np.zeros((self.q, self.q), order="F")  # upper triangle valid, strict lower triangle zero
+        self.fill = 0  # rows in the stage
         self._stage: np.ndarray | None = None
         self._stage_f64: np.ndarray | None = None
-        self._gram: np.ndarray | None = None
-        self._shift: np.ndarray | None = None
-        self._seg_sum = np.zeros(self.q)
-        self.fill = 0
+        self._seg_sum = np.zeros(self.q)  # column sums of the staged (shifted) rows
+        self._seg_sq = 0.0  # their sum of squares
+        self._shift: np.ndarray | None = None  # K, shared by the stage and the pending Gram
+        self._var: np.ndarray | None = None  # per-column variance estimate, for the drift test
+        # pending: Grams of stages already multiplied but not yet folded into (mean, m), all about the same K
+        self._pend_rows = 0
+        self._pend_stages = 0
+        self._pend_sum = np.zeros(self.q)
+        self._gram: np.ndarray | None = None  # (q, q) work dtype, accumulated with beta = 1
+        self._gram_f64: np.ndarray | None = None  # exact block's Gram from float64 products
 
     # ------------------------------------------------------------------ layout
     def cols(self, i: int) -> slice:
@@ -100,17 +120,25 @@ class Moments:
 
     @property
     def rows(self) -> int:
-        """Samples folded in plus samples staged."""
-        return self.n + self.fill
+        """Samples folded in, pending and staged."""
+        return self.n + self._pend_rows + self.fill
 
     def capacity(self, work: np.dtype | None = None) -> int:
-        """Most rows the stage grows to (for ``work`` products).
+        """Rows the stage holds (for ``work`` products).
 
-        A call to :meth:`stage` with at most ``capacity() - fill`` rows folds none of them in before all are
-        checked, so a bad segment among them leaves the state as it was.
+        A call to :meth:`stage` with at most ``capacity() - fill`` rows multiplies none of them before all are
+        checked, so a bad segment among them leaves the state as it was; larger batches must be validated by the
+        caller first.
         """
         work = self.work if work is None else np.dtype(work)
-        return max(256, self.chunk_bytes // (max(self.q, 1) * work.itemsize))
+        row_bytes = max(self.q, 1) * work.itemsize
+        budget = self.chunk_bytes if self.chunk_bytes else max(DEFAULT_CHUNK_BYTES, 4096 * row_bytes)
+        return int(min(65536, max(64, budget // row_bytes)))
+
+    @property
+    def fold_rows(self) -> int:
+        """Rows whose Grams are summed in ``work`` precision before they are folded into float64."""
+        return int(min(131072, max(16384, FOLD_BYTES // (max(self.q, 1) * self.work.itemsize))))
 
     def set_work(self, work: np.dtype) -> None:
         """Switch the product precision (staged rows are folded in first)."""
@@ -118,7 +146,7 @@ class Moments:
         if work != self.work:
             self.flush()
             self.work = work
-            self._stage = self._stage_f64 = self._gram = None
+            self._stage = self._stage_f64 = self._gram = self._gram_f64 = None
 
     # ------------------------------------------------------------------ staging
     def _ensure_stage(self, rows_needed: int) -> None:
@@ -127,7 +155,7 @@ class Moments:
         if cap >= min(rows_needed, cap_max):
             return
         new_cap = min(cap_max, max(rows_needed, 2 * cap, 256))
-        self.flush()
+        self._multiply_stage()
         self._stage = np.empty((new_cap, self.q), dtype=self.work)
         split = self.work == np.float32 and self.exact_block is not None
         self._stage_f64 = np.empty((new_cap, self.widths[self.exact_block])) if split else None
@@ -139,11 +167,21 @@ class Moments:
         ------
         BadSegment
             If a staged segment holds NaN/Inf or would overflow the products. The segment is dropped; rows of
-            the same call staged or folded in before it stay (callers validate batches that span several
-            flushes up front, so that this cannot happen to them).
+            the same call staged or multiplied before it stay (callers validate batches larger than
+            :meth:`capacity` up front, so that this cannot happen to them).
         """
         with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught below, by the sums
             self._stage_rows(blocks)
+
+    def _new_shift(self, blocks: Sequence[np.ndarray], head: slice) -> None:
+        """Take K (and the variance estimate of the drift test) from the state, or from the first rows."""
+        if self.n:
+            self._shift = self.mean.astype(self.work)
+            self._var = np.diagonal(self.m) / self.n
+        else:
+            parts = [np.asarray(a[head], dtype=np.float64) for a in blocks]
+            self._shift = np.concatenate([p.mean(axis=0) for p in parts]).astype(self.work)
+            self._var = np.concatenate([p.var(axis=0) for p in parts])
 
     def _stage_rows(self, blocks: Sequence[np.ndarray]) -> None:
         nb = blocks[0].shape[0]
@@ -156,13 +194,9 @@ class Moments:
             take = min(nb - start, cap - self.fill)
             if self.fill == 0:
                 self._seg_sum = np.zeros(self.q)
-                if self.n:
-                    self._shift = self.mean.astype(work)
-                else:
-                    head = slice(start, start + min(take, 1024))
-                    self._shift = np.concatenate(
-                        [np.asarray(a[head], dtype=np.float64).mean(axis=0) for a in blocks]
-                    ).astype(work)
+                self._seg_sq = 0.0
+                if self._pend_rows == 0:
+                    self._new_shift(blocks, slice(start, start + min(take, 1024)))
             rows = slice(self.fill, self.fill + take)
             src = slice(start, start + take)
             for i, arr in enumerate(blocks):
@@ -177,45 +211,74 @@ class Moments:
             if self._stage_f64 is not None:
                 self._stage_f64[rows] = blocks[self.exact_block][src]
             self._seg_sum += ssum
+            self._seg_sq += sq
             self.fill += take
             start += take
             if self.fill == cap:
-                self.flush()
+                self._multiply_stage()
 
-    def flush(self) -> None:
-        """Fold the staged rows in: centered Gram of the stage, then Chan's merge."""
+    def _multiply_stage(self) -> None:
+        """Add the staged rows' Gram (about K) to the pending Gram; fold first if the data drifted from K."""
         m = self.fill
         if m == 0:
             return
         z = self._stage[:m]
-        q = self.q
-        if self._gram is None or self._gram.shape != (q, q) or self._gram.dtype != z.dtype:
-            self._gram = np.zeros((q, q), dtype=z.dtype, order="F")
-        shift = self._shift.astype(np.float64)
         resid = self._seg_sum / m
-        g = _syrk(z, self._gram)
-        diag = np.diagonal(g).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cancel = np.where(diag > 0, m * resid * resid / diag, 0.0)
-        if cancel.max(initial=0.0) > 0.5:
-            # the data moved by more than about a standard deviation since the shift was taken: re-center
+        var = np.maximum(self._var, 0.0)
+        # drift: a column's mean moved by more than ~0.7 of its estimated standard deviation, or the stage as a
+        # whole sits mostly in its offset from K
+        if np.any(resid * resid > 0.5 * var) or m * float(resid @ resid) > 0.5 * self._seg_sq:
+            # The stage's mean moved by more than ~0.7 standard deviation from K: z^T z - m r r^T would cancel.
+            # Fold what is pending (about the old K), then re-center this stage about its own mean.
+            self._fold()
             np.subtract(z, resid.astype(z.dtype), out=z)
-            shift = shift + resid.astype(z.dtype).astype(np.float64)
-            resid = z.sum(axis=0, dtype=z.dtype).astype(np.float64) / m
-            g = _syrk(z, self._gram)
-        mean = shift + resid
-        gf = None
+            self._shift = self._shift + resid.astype(z.dtype)
+            self._seg_sum = z.sum(axis=0, dtype=z.dtype).astype(np.float64)
+            self._var = np.maximum(var, resid * resid)
+        q = self.q
+        first = self._pend_rows == 0
+        if self._gram is None or self._gram.dtype != z.dtype:
+            self._gram = np.zeros((q, q), dtype=z.dtype, order="F")
+        f = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
+        # z in C order is z^T in Fortran order: syrk(trans=0) on it gives z^T z without a copy
+        f(1.0, z.T, beta=0.0 if first else 1.0, c=self._gram, trans=0, lower=0, overwrite_c=1)
         if self._stage_f64 is not None:
+            c = self.cols(self.exact_block)
             fz = self._stage_f64[:m]
-            fmean = fz.mean(axis=0)
-            np.subtract(fz, fmean, out=fz)
-            fr = fz.mean(axis=0)
-            gf = blas.dsyrk(1.0, fz.T, trans=0, lower=0)
-            if np.any(fr):
-                gf = blas.dsyr(-float(m), fr, lower=0, a=gf, overwrite_a=1)
-            mean[self.cols(self.exact_block)] = fmean + fr
-        self._merge(m, mean, g, resid=resid, gf=gf)
+            np.subtract(fz, self._shift[c].astype(np.float64), out=fz)
+            if self._gram_f64 is None:
+                self._gram_f64 = np.zeros((c.stop - c.start,) * 2, order="F")
+            blas.dsyrk(1.0, fz.T, beta=0.0 if first else 1.0, c=self._gram_f64, trans=0, lower=0, overwrite_c=1)
+            # the exact block's column sums in float64
+            self._seg_sum[c] = fz.sum(axis=0)
+        self._pend_rows += m
+        self._pend_stages += 1
+        self._pend_sum = self._seg_sum.copy() if first else self._pend_sum + self._seg_sum
         self.fill = 0
+        # bound both the rows and the number of work-precision additions before a float64 fold
+        if self._pend_rows >= self.fold_rows or self._pend_stages >= MAX_PENDING_STAGES:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the pending Gram into (n, mean, M): ``G - m r r^T`` about the mean ``K + r``, then Chan's merge."""
+        m = self._pend_rows
+        if m == 0:
+            return
+        resid = self._pend_sum / m
+        mean = self._shift.astype(np.float64) + resid
+        gf = None
+        if self._gram_f64 is not None and self._stage_f64 is not None:
+            c = self.cols(self.exact_block)
+            mean[c] = self._shift[c].astype(np.float64) + resid[c]
+            gf = self._gram_f64
+        self._merge(m, mean, self._gram, resid=resid, gf=gf)
+        self._pend_rows = self._pend_stages = 0
+        self._pend_sum = np.zeros(self.q)
+
+    def flush(self) -> None:
+        """Fold everything staged or pending into (n, mean, M)."""
+        self._multiply_stage()
+        self._fold()
 
     def _merge(
         self,
@@ -228,19 +291,19 @@ class Moments:
     ) -> None:
         """Chan's pairwise merge of ``(nb, mean_b, m_b)`` (upper triangle of ``m_b`` used, may be float32).
 
-        ``resid`` removes ``nb resid resid^T`` from ``m_b``; ``gf`` (float64) replaces its exact block.
+        ``resid`` removes ``nb resid resid^T`` from ``m_b`` (its rows were centered about ``mean_b - resid``);
+        ``gf`` (float64, about the same center) replaces its exact block.
         """
         na = self.n
         n = na + nb
         d = np.asarray(mean_b, dtype=np.float64) - self.mean
         np.add(self.m, m_b, out=self.m)
-        if resid is not None and np.any(resid):
-            blas.dsyr(-float(nb), resid, lower=0, a=self.m, overwrite_a=1)
         if gf is not None:
             c = self.cols(self.exact_block)
-            r_f = resid[c] if resid is not None else np.zeros(c.stop - c.start)
-            # undo this block's float32 Gram and its residual correction, put the float64 Gram in their place
-            self.m[c, c] += np.triu(gf - m_b[c, c] + nb * np.outer(r_f, r_f))
+            # put the float64 Gram in the place of the work-precision one
+            self.m[c, c] += np.triu(gf - m_b[c, c])
+        if resid is not None and np.any(resid):
+            blas.dsyr(-float(nb), resid, lower=0, a=self.m, overwrite_a=1)
         if na:
             blas.dsyr(na * nb / n, d, lower=0, a=self.m, overwrite_a=1)
         self.mean = self.mean + d * (nb / n)
@@ -298,11 +361,11 @@ class Moments:
         if not (np.isfinite(mean).all() and np.isfinite(comoment).all()):
             raise ValueError("moment arrays contain NaN or Inf")
         self.n, self.mean, self.m = int(n), mean.copy(), np.asfortranarray(np.triu(comoment))
-        self._stage = self._stage_f64 = self._gram = None
-        self.fill = 0
+        self._stage = self._stage_f64 = self._gram = self._gram_f64 = None
+        self.fill = self._pend_rows = 0
 
     def __getstate__(self) -> dict:
         self.flush()
         state = self.__dict__.copy()
-        state["_stage"] = state["_stage_f64"] = state["_gram"] = None
+        state["_stage"] = state["_stage_f64"] = state["_gram"] = state["_gram_f64"] = None
         return state

@@ -18,7 +18,7 @@ from scipy.linalg import blas
 
 from .exact import dlr_from_moments, dlr_from_weight_moments
 from .inputs import PRECISIONS, DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
-from .moments import DEFAULT_CHUNK_BYTES, BadSegment, Moments, symmetric
+from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import DLRResult
 from .spectrum import Spectrum, spectrum_from_moments
@@ -51,7 +51,7 @@ class DLRStats:
         width p + C is at least 128 (accumulated in float64; the output Gram is always formed in float64), and in
         float64 otherwise. ``"float32"`` and ``"float64"`` force one or the other.
     chunk_bytes : int
-        Size of the staging buffer that rows are folded in from.
+        Size in bytes of the staging buffer rows are multiplied from (0: 32 MiB or 4096 rows, whichever is larger).
 
     Examples
     --------
@@ -72,7 +72,7 @@ class DLRStats:
         bias: Any = None,
         num_classes: int | None = None,
         precision: str = "auto",
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

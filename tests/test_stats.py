@@ -418,3 +418,24 @@ def test_sum_of_statistics_objects(rng):
     total = sum(parts)
     assert total.n == 90 and parts[0].n == 30  # the parts are not modified
     assert total.result().value == pytest.approx(dlrcore.dlr(phi, out).value, rel=1e-10)
+
+
+def test_drift_across_pending_stages_keeps_float32_accuracy(rng):
+    """Tiny stages, three plateaus far apart: stages are multiplied into a pending Gram about one shift, and a
+    stage that drifted from it forces a fold and a re-centering; the moments stay at float32 accuracy."""
+    n, p = 3000, 5
+    phi = rng.normal(size=(n, p)) * rng.uniform(0.5, 2.0, size=p)
+    phi[1000:2000] += 200.0
+    phi[2000:] -= 500.0
+    out = rng.normal(size=(n, 2))
+    phi32, out32 = phi.astype(np.float32), out.astype(np.float32)
+    st = DLRStats(precision="float32", chunk_bytes=64 * 7 * 4)  # 64-row stages
+    for i in range(0, n, 37):
+        st.update(phi32[i : i + 37], out32[i : i + 37])
+    x = phi32.astype(np.float64)
+    xc = x - x.mean(axis=0)
+    mo = st.moments()
+    np.testing.assert_allclose(mo["mean_features"], x.mean(axis=0), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(mo["features_features"], xc.T @ xc, rtol=1e-5, atol=1e-5 * np.abs(xc.T @ xc).max())
+    # within-plateau structure survives: compare D_LR with the float64 reference
+    assert st.result().value == pytest.approx(dlrcore.dlr(x, out32.astype(np.float64)).value, abs=1e-5)
