@@ -30,8 +30,11 @@ from scipy.linalg import blas
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "symmetric"]
 
-#: Stage buffer budget in bytes (between 4096 and 65536 rows): rows are multiplied in chunks of this size.
+#: Least stage size in bytes (see :meth:`Moments.capacity` for the rule): rows are multiplied in such chunks.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+#: Largest stage in bytes.
+MAX_STAGE_BYTES = 512 * 2**20
 
 #: Rows of about this many bytes (16384 to 131072 rows) have their Grams summed in the product precision before
 #: a float64 fold.
@@ -132,8 +135,14 @@ class Moments:
         """
         work = self.work if work is None else np.dtype(work)
         row_bytes = max(self.q, 1) * work.itemsize
-        budget = self.chunk_bytes if self.chunk_bytes else max(DEFAULT_CHUNK_BYTES, 4096 * row_bytes)
-        return int(min(65536, max(64, budget // row_bytes)))
+        if self.chunk_bytes:
+            rows = self.chunk_bytes // row_bytes
+        else:
+            # Each stage's syrk reads and writes the q x q pending Gram (8 q^2 bytes) while it reads 4 m q bytes
+            # of rows: m >= 2q keeps that traffic below the data itself; 32 MiB and 4096 rows are floors for
+            # narrow data, 512 MiB a ceiling for very wide data.
+            rows = min(max(DEFAULT_CHUNK_BYTES // row_bytes, 2 * self.q, 4096), MAX_STAGE_BYTES // row_bytes)
+        return int(min(65536, max(64, rows)))
 
     @property
     def fold_rows(self) -> int:
