@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 
+
+def _missing(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
+
+
 collect_ignore = []
-if importlib.util.find_spec("torch") is None:  # the torch adapter's doctests need torch
+if _missing("torch"):  # the torch adapter's doctests need torch
     collect_ignore.append("dlrcore/adapters/torch.py")
-if importlib.util.find_spec("matplotlib") is None:  # the plot module's doctests draw figures
+if _missing("matplotlib"):  # the plot module's doctests draw figures
     collect_ignore.append("dlrcore/plot.py")
+if _missing("jax") or _missing("flax"):
+    collect_ignore.append("dlrcore/adapters/jax.py")
+if _missing("keras") or _missing("tensorflow"):
+    collect_ignore.append("dlrcore/adapters/keras.py")
