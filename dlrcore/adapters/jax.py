@@ -61,13 +61,12 @@ from flax import linen as nn
 
 from ..inputs import DLRInputError
 from ..stats import DLRStats
+from .batches import LABEL_KEYS, label_rows, split_batch
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
 #: Dict keys searched, in this order, for the model input of a dict batch.
 INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel_values", "input_ids")
-#: Dict keys searched, in this order, for the labels of a dict batch.
-LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
 
 LayerSpec = Union[str, Sequence[str]]
 
@@ -92,32 +91,14 @@ def _split_batch(
     batch: Any, batch_to_input: Callable[[Any], Any] | None, labels: bool | Callable[[Any], Any]
 ) -> tuple[Any, Any]:
     """(model input, raw labels or None) of one batch, following the rules in the module docstring."""
-    lab: Any = None
-    inputs: Any = None
-    if isinstance(batch, Mapping):
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        lab_key = next((k for k in LABEL_KEYS if k in batch), None)
-        lab = batch[lab_key] if lab_key is not None else None
-        if key is not None:
-            inputs = batch[key]
-        elif batch_to_input is None:
-            raise ValueError(
-                f"dict batch without an input key: its keys are {sorted(map(str, batch))}, expected one of "
-                f"{list(INPUT_KEYS)}; pass batch_to_input=lambda batch: ... to say what the model gets"
-            )
-    elif isinstance(batch, (tuple, list)):
-        if len(batch) == 0:
-            raise ValueError("empty tuple batch: expected (inputs, labels, ...)")
-        inputs = batch[0]
-        lab = batch[1] if len(batch) > 1 else None
-    else:
-        inputs = batch
+    inputs, lab, found = split_batch(batch, INPUT_KEYS, labels, label_keys=LABEL_KEYS)
+    if not found and batch_to_input is None:
+        raise ValueError(
+            f"dict batch without an input key: its keys are {sorted(map(str, batch))}, expected one of "
+            f"{list(INPUT_KEYS)}; pass batch_to_input=lambda batch: ... to say what the model gets"
+        )
     if batch_to_input is not None:
         inputs = batch_to_input(batch)
-    if labels is False:
-        lab = None
-    elif callable(labels):
-        lab = labels(batch)
     return _to_jax_input(inputs), lab
 
 
@@ -132,23 +113,6 @@ def _rows(feats: jax.Array, outs: jax.Array) -> tuple[jax.Array, jax.Array]:
     if outs.shape[0] != b:
         raise ValueError(f"the layer's input {feats.shape} and output {outs.shape} differ in batch size")
     return feats.reshape(b, -1), outs.reshape(b, -1)
-
-
-def _label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, str]:
-    try:
-        arr = np.asarray(lab)
-    except (TypeError, ValueError, RuntimeError):
-        return None, f"labels of type {type(lab).__name__} are not numeric"
-    if arr.ndim == 0 or arr.dtype.kind not in "biuf":
-        return None, f"labels of shape {arr.shape} and dtype {arr.dtype} cannot be used"
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.float64)
-    if arr.shape[0] == n_rows and n_rows == n_batch:
-        return arr, ""
-    if n_rows != n_batch and arr.ndim >= 2 and math.prod(arr.shape[:2]) == n_rows:
-        # per-token labels (batch, seq[, C]) at a token-wise layer
-        return (arr.reshape(n_rows) if arr.ndim == 2 else arr.reshape(n_rows, -1)), ""
-    return None, f"labels of shape {arr.shape} do not match {n_rows} samples"
 
 
 # ---------------------------------------------------------------------------------------------- layer capture
@@ -365,12 +329,12 @@ def _run(
             n_batch = int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else feats.shape[0]
             lab_rows = None
             if use_labels is None:
-                lab_rows, why = (None, "") if lab is None else _label_rows(lab, feats.shape[0], n_batch)
+                lab_rows, why = (None, "") if lab is None else label_rows(lab, feats.shape[0], n_batch)
                 if lab is not None and lab_rows is None:
                     warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=3)
                 use_labels = lab_rows is not None
             elif use_labels:
-                lab_rows, why = (None, "the batch has no labels") if lab is None else _label_rows(
+                lab_rows, why = (None, "the batch has no labels") if lab is None else label_rows(
                     lab, feats.shape[0], n_batch
                 )
                 if lab_rows is None:

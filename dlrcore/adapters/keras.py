@@ -44,13 +44,12 @@ import numpy as np
 
 from ..inputs import DLRInputError
 from ..stats import DLRStats
+from .batches import LABEL_KEYS, label_rows, split_batch
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_model"]
 
 #: Dict keys searched, in this order, for the model input of a dict batch.
 INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel_values", "input_ids")
-#: Dict keys searched, in this order, for the labels of a dict batch.
-LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
 
 LayerSpec = Union[str, "keras.layers.Layer"]
 
@@ -155,23 +154,7 @@ def _batches(data: Any, batch_size: int) -> tuple[Iterable[Any], int | None]:
 
 
 def _split_batch(batch: Any, labels: bool | Callable[[Any], Any]) -> tuple[Any, Any]:
-    lab: Any = None
-    if isinstance(batch, Mapping):
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        lab_key = next((k for k in LABEL_KEYS if k in batch), None)
-        lab = batch[lab_key] if lab_key is not None else None
-        inputs = batch[key] if key is not None else {k: v for k, v in batch.items() if k != lab_key}
-    elif isinstance(batch, (tuple, list)):
-        if len(batch) == 0:
-            raise ValueError("empty tuple batch: expected (x, y, ...)")
-        inputs = batch[0]
-        lab = batch[1] if len(batch) > 1 else None
-    else:
-        inputs = batch
-    if labels is False:
-        lab = None
-    elif callable(labels):
-        lab = labels(batch)
+    inputs, lab, _ = split_batch(batch, INPUT_KEYS, labels, label_keys=LABEL_KEYS, rest_of_dict=True)
     return inputs, lab
 
 
@@ -180,22 +163,6 @@ def _rows(feats: np.ndarray, outs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return feats.reshape(-1, feats.shape[-1]), outs.reshape(-1, outs.shape[-1])
     b = feats.shape[0]
     return feats.reshape(b, -1), outs.reshape(b, -1)
-
-
-def _label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, str]:
-    try:
-        arr = np.asarray(lab)
-    except (TypeError, ValueError, RuntimeError):
-        return None, f"labels of type {type(lab).__name__} are not numeric"
-    if arr.ndim == 0 or arr.dtype.kind not in "biuf":
-        return None, f"labels of shape {arr.shape} and dtype {arr.dtype} cannot be used"
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.float64)
-    if arr.shape[0] == n_rows and n_rows == n_batch:
-        return arr, ""
-    if n_rows != n_batch and arr.ndim >= 2 and math.prod(arr.shape[:2]) == n_rows:
-        return (arr.reshape(n_rows) if arr.ndim == 2 else arr.reshape(n_rows, -1)), ""
-    return None, f"labels of shape {arr.shape} do not match {n_rows} samples"
 
 
 def _progress_bar(total: int | None, enabled: bool) -> Any:
@@ -239,12 +206,12 @@ def _collect_sub(
             feats, outs = _rows(feats, outs)
             lab_rows = None
             if use_labels is None:
-                lab_rows, why = (None, "") if lab is None else _label_rows(lab, feats.shape[0], n_batch)
+                lab_rows, why = (None, "") if lab is None else label_rows(lab, feats.shape[0], n_batch)
                 if lab is not None and lab_rows is None:
                     warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=3)
                 use_labels = lab_rows is not None
             elif use_labels:
-                lab_rows, why = (None, "the batch has no labels") if lab is None else _label_rows(
+                lab_rows, why = (None, "the batch has no labels") if lab is None else label_rows(
                     lab, feats.shape[0], n_batch
                 )
                 if lab_rows is None:

@@ -1,0 +1,93 @@
+"""Framework-agnostic batch handling shared by the adapters: splitting a batch into model input and labels, and
+turning labels into per-sample rows. NumPy only; no framework is imported here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LABEL_KEYS", "label_rows", "split_batch"]
+
+#: Dict keys searched, in this order, for the labels of a dict batch.
+LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
+
+
+def split_batch(
+    batch: Any,
+    input_keys: Sequence[str],
+    labels: bool | Callable[[Any], Any] = True,
+    *,
+    label_keys: Sequence[str] = LABEL_KEYS,
+    rest_of_dict: bool = False,
+) -> tuple[Any, Any, bool]:
+    """Split one batch into ``(inputs, raw labels or None, found_input)``.
+
+    A dict gives its input from the first of ``input_keys`` present (or, with ``rest_of_dict``, every entry but
+    the labels) and its labels from the first of ``label_keys``; a tuple or list is ``(inputs, labels, ...)``;
+    anything else is the input. ``labels=False`` drops the labels, a callable computes them from the batch.
+
+    Examples
+    --------
+    >>> split_batch({"x": 1, "label": 2}, ("x",))
+    (1, 2, True)
+    >>> split_batch((1, 2, 3), ("x",), labels=False)
+    (1, None, True)
+    """
+    lab: Any = None
+    found = True
+    if isinstance(batch, Mapping):
+        key = next((k for k in input_keys if k in batch), None)
+        lab_key = next((k for k in label_keys if k in batch), None)
+        lab = batch[lab_key] if lab_key is not None else None
+        if key is not None:
+            inputs = batch[key]
+        elif rest_of_dict:
+            inputs = {k: v for k, v in batch.items() if k != lab_key}
+        else:
+            inputs, found = None, False
+    elif isinstance(batch, (tuple, list)):
+        if len(batch) == 0:
+            raise ValueError("empty tuple batch: expected (inputs, labels, ...)")
+        inputs = batch[0]
+        lab = batch[1] if len(batch) > 1 else None
+    else:
+        inputs = batch
+    if labels is False:
+        lab = None
+    elif callable(labels):
+        lab = labels(batch)
+    return inputs, lab, found
+
+
+def label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, str]:
+    """Labels as one row per sample, or ``(None, reason)`` when they cannot be used.
+
+    ``n_rows`` is the number of feature rows of the batch, ``n_batch`` its batch size; they differ at token-wise
+    layers, where per-token labels ``(batch, seq[, C])`` are flattened to one row per token.
+
+    Examples
+    --------
+    >>> label_rows([0, 1, 1], 3, 3)[0].tolist()
+    [0, 1, 1]
+    >>> label_rows([[0, 1], [1, 1]], 4, 2)[0].tolist()
+    [0, 1, 1, 1]
+    >>> label_rows(["a", "b"], 2, 2)[0] is None
+    True
+    """
+    try:
+        arr = np.asarray(lab)
+    except (TypeError, ValueError, RuntimeError):
+        return None, f"labels of type {type(lab).__name__} are not numeric"
+    if arr.ndim == 0 or arr.dtype.kind not in "biuf":
+        return None, f"labels of shape {arr.shape} and dtype {arr.dtype} cannot be used"
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float64)
+    if arr.shape[0] == n_rows and n_rows == n_batch:
+        return arr, ""
+    if n_rows != n_batch and arr.ndim >= 2 and math.prod(arr.shape[:2]) == n_rows:
+        # per-token labels (batch, seq[, C]) at a token-wise layer
+        return (arr.reshape(n_rows) if arr.ndim == 2 else arr.reshape(n_rows, -1)), ""
+    return None, f"labels of shape {arr.shape} do not match {n_rows} samples"
