@@ -26,3 +26,20 @@ def test_torch_example_quick(tmp_path):
     assert records[-1]["dlr"] < records[0]["dlr"] - 0.2  # training with MSE on one-hot targets makes it richer
     assert (tmp_path / "torch_trajectory.png").stat().st_size > 10_000
     assert (tmp_path / "torch_spectrum.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework, module", [("jax", "flax"), ("keras", "tensorflow")])
+def test_jax_and_keras_examples_quick(tmp_path, framework, module):
+    pytest.importorskip(module)
+    pytest.importorskip("matplotlib")
+    script = ROOT / "examples" / f"{framework}_mlp_trajectory.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = json.loads((tmp_path / f"{framework}_records.json").read_text())
+    assert len(records) >= 3
+    assert records[-1]["dlr"] < records[0]["dlr"] - 0.1  # MSE training towards one-hot targets: richer
+    assert (tmp_path / f"{framework}_trajectory.png").stat().st_size > 10_000
