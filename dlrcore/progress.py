@@ -1,4 +1,4 @@
-"""A dependency-free progress bar on stderr for long passes over data."""
+"""A dependency-free progress display on stderr for long passes over data (CLI and adapters)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    """Report progress of a pass over ``total`` units (rows) on a stream, at most a few times a second.
+    """Report progress of a pass over ``total`` units on a stream, at most a few times a second.
 
     Parameters
     ----------
-    total : int
-        Units of work in all.
+    total : int or None
+        Units of work in all (None when unknown: a counter is shown instead of a bar).
     label : str
         Text in front of the bar.
     enabled : bool
         When false nothing is printed.
     stream : file, optional
         Where to print (stderr by default).
+    interval : float
+        Least seconds between redraws.
+    delay : float
+        Nothing is shown before the pass has run this long (short passes stay silent).
+    unit : str
+        Name of the units counted.
 
     Examples
     --------
@@ -31,49 +37,78 @@ class Progress:
     ...     bar.advance(10)
     >>> "10/10" in buf.getvalue()
     True
+    >>> buf = io.StringIO()
+    >>> with Progress(None, "collect", stream=buf, interval=0.0, unit="batches") as bar:
+    ...     bar.advance(3, note="120 samples")
+    >>> "3 batches, 120 samples" in buf.getvalue()
+    True
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         label: str = "",
         *,
         enabled: bool = True,
         stream: TextIO | None = None,
         interval: float = 0.25,
+        delay: float = 0.0,
+        unit: str = "",
     ) -> None:
-        self.total = max(int(total), 1)
+        self.total = None if total is None else max(int(total), 1)
         self.label = label
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
+        self.delay = delay
+        self.unit = unit
         self.done = 0
+        self.note = ""
         self._start = time.perf_counter()
         self._last = -1e9
+        self.drawn = False
 
-    def advance(self, k: int) -> None:
-        """Count ``k`` more units done and redraw if due."""
+    def advance(self, k: int, note: str = "", *, final: bool = False) -> None:
+        """Count ``k`` more units done (``note``: extra text such as a sample count) and redraw if due."""
         self.done += int(k)
+        self.note = note or self.note
+        if not self.enabled:
+            return
         now = time.perf_counter()
-        if self.enabled and (now - self._last >= self.interval or self.done >= self.total):
+        if now - self._start < self.delay:
+            return
+        complete = final or (self.total is not None and self.done >= self.total)
+        if complete and not self.drawn and self.delay > 0:
+            return  # a pass that ended before the delay stays silent
+        if now - self._last >= self.interval or complete:
             self._last = now
             self._draw(now)
 
     def _draw(self, now: float) -> None:
-        frac = min(self.done / self.total, 1.0)
-        width = 30
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         elapsed = now - self._start
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-        self.stream.write(
-            f"\r{self.label} [{bar}] {100 * frac:5.1f}% {self.done}/{self.total} {elapsed:6.1f}s eta {eta:5.1f}s"
-        )
+        unit = f" {self.unit}" if self.unit else ""
+        note = f", {self.note}" if self.note else ""
+        if self.total is not None:
+            frac = min(self.done / self.total, 1.0)
+            width = 30
+            bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+            text = f"[{bar}] {100 * frac:5.1f}% {self.done}/{self.total}{unit}{note} {elapsed:6.1f}s eta {eta:5.1f}s"
+        else:
+            text = f"{self.done}{unit}{note}, {elapsed:.1f}s"
+        self.stream.write(f"\r{self.label} {text}")
         self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """End the display line if anything was drawn."""
+        if self.enabled and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled and self._last > -1e9:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.close()

@@ -60,6 +60,7 @@ import numpy as np
 from flax import linen as nn
 
 from ..inputs import DLRInputError
+from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, label_rows, split_batch
 
@@ -289,16 +290,6 @@ def _check_common(max_batches: int | None) -> None:
         raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
 
 
-def _progress_bar(total: int | None, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="dlrcore collect", unit="batch", delay=2.0, leave=False)
-
-
 def _run(
     step: Callable[[Any], tuple[Any, Any]],
     first: Any,
@@ -316,7 +307,7 @@ def _run(
     batches: Iterable[Any] = itertools.chain([first], it)
     if max_batches is not None:
         batches = itertools.islice(batches, int(max_batches))
-    bar = _progress_bar(total, progress)
+    bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
     use_labels: bool | None = None
     try:
         for nb, batch in enumerate(batches, start=1):
@@ -341,7 +332,7 @@ def _run(
                     raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
             stats.update(feats, outs, labels=lab_rows)
             if bar is not None:
-                bar.update(1)
+                bar.advance(1)
     finally:
         if bar is not None:
             bar.close()
@@ -395,7 +386,7 @@ def collect(
     max_batches : int, optional
         Stop after this many batches.
     progress : bool
-        Show a tqdm progress bar (when tqdm is installed) on passes lasting more than two seconds.
+        Show a progress display on stderr for passes lasting more than two seconds.
     labels : bool or callable
         True: labels from the batches when present; False: none; a callable: ``labels(batch)``. Labels that do
         not fit the samples are dropped with a warning.

@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from ..inputs import DLRInputError
+from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, label_rows, split_batch
 
@@ -165,16 +166,6 @@ def _rows(feats: np.ndarray, outs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.reshape(b, -1), outs.reshape(b, -1)
 
 
-def _progress_bar(total: int | None, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="dlrcore collect", unit="batch", delay=2.0, leave=False)
-
-
 def _collect_sub(
     sub: Any,
     name: str,
@@ -192,7 +183,7 @@ def _collect_sub(
         batches = itertools.islice(batches, int(max_batches))
         total = max_batches if total is None else min(total, max_batches)
     stats = DLRStats(num_classes=num_classes, precision=precision)
-    bar = _progress_bar(total, progress)
+    bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
     use_labels: bool | None = None
     nb = 0
     try:
@@ -218,7 +209,7 @@ def _collect_sub(
                     raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
             stats.update(feats, outs, labels=lab_rows)
             if bar is not None:
-                bar.update(1)
+                bar.advance(1)
     finally:
         if bar is not None:
             bar.close()
@@ -266,7 +257,7 @@ def collect(
     num_classes : int, optional
         Number of classes for integer labels (default: the output width C).
     progress : bool
-        Show a tqdm progress bar (when tqdm is installed) on passes lasting more than two seconds.
+        Show a progress display on stderr for passes lasting more than two seconds.
     batch_size : int
         Rows per batch when ``data`` is whole NumPy arrays.
     precision : {"auto", "float32", "float64"}

@@ -42,16 +42,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO, Union
+from typing import Any, Union
 
 import torch
 from torch import nn
 
 from ..inputs import DLRInputError
+from ..progress import Progress
 from ..stats import DLRStats
 
 __all__ = [
@@ -246,40 +245,6 @@ def _label_rows(lab: Any, lead: tuple[int, ...], mode: str) -> tuple[torch.Tenso
     return (lab if lab.ndim == 1 else lab.reshape(b, -1)), ""
 
 
-class _ProgressDisplay:
-    """Batches and rows done on stderr, shown only once a pass has run for ``delay`` seconds."""
-
-    def __init__(self, total: int | None, enabled: bool, label: str, stream: TextIO | None = None) -> None:
-        self.total, self.enabled, self.label = total, enabled, label
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = time.perf_counter()
-        self.last = -math.inf
-        self.drawn = False
-
-    def update(self, batches: int, rows: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        elapsed = now - self.start
-        if elapsed < PROGRESS_DELAY or (now - self.last < 0.25 and not final) or (final and not self.drawn):
-            return
-        self.last, self.drawn = now, True
-        if self.total:
-            frac = min(batches / self.total, 1.0)
-            bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-            text = f"[{bar}] {batches}/{self.total} batches, {rows} samples, {elapsed:.1f}s, eta {eta:.1f}s"
-        else:
-            text = f"{batches} batches, {rows} samples, {elapsed:.1f}s"
-        self.stream.write(f"\r{self.label} {text}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # ---------------------------------------------------------------------------------------------- layer detection
 def _detect_last_linear(model: nn.Module, run: Callable[[], Any], names: dict[int, str]) -> tuple[str, nn.Module]:
     order: list[nn.Module] = []
@@ -469,7 +434,7 @@ def collect(
     modes = {m: m.training for m in model.modules()}
     handles: list[Any] = []
     calls: dict[str, list[tuple[torch.Tensor | None, Any]]] = {}
-    display = _ProgressDisplay(total, progress, "dlrcore collect")
+    display = Progress(total, "dlrcore collect", enabled=progress, delay=PROGRESS_DELAY, unit="batches")
     model.eval()
     try:
         with torch.no_grad():
@@ -549,10 +514,10 @@ def collect(
                     feats = _rows(x, lead, sequence, f"input of {name!r}").cpu()
                     layer_stats[name].update(feats, outs, labels=lab_rows)
                 rows += outs.shape[0]
-                display.update(nb, rows)
+                display.advance(nb - display.done, f"{rows} samples")
                 for lst in calls.values():
                     lst.clear()
-            display.update(nb, rows, final=True)
+            display.advance(nb - display.done, f"{rows} samples", final=True)
     finally:
         for h in handles:
             h.remove()
@@ -1080,7 +1045,7 @@ def collect_hf(
     modes = {m: m.training for m in model.modules()}
     handles: list[Any] = []
     captured: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    display = _ProgressDisplay(total, progress, "dlrcore collect_hf")
+    display = Progress(total, "dlrcore collect_hf", enabled=progress, delay=PROGRESS_DELAY, unit="batches")
     stats: DLRStats | None = None
     model.eval()
     try:
@@ -1173,8 +1138,8 @@ def collect_hf(
                 else:
                     stats.update(feats, outs.cpu(), labels=lab_rows if use_labels else None)
                 rows += feats.shape[0]
-                display.update(nb, rows)
-            display.update(nb, rows, final=True)
+                display.advance(nb - display.done, f"{rows} samples")
+            display.advance(nb - display.done, f"{rows} samples", final=True)
     finally:
         for h in handles:
             h.remove()
