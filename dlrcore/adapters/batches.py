@@ -4,12 +4,15 @@ turning labels into per-sample rows. NumPy only; no framework is imported here."
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LABEL_KEYS", "label_rows", "split_batch"]
+from ..inputs import DLRInputError
+
+__all__ = ["LABEL_KEYS", "LabelDecision", "label_rows", "split_batch"]
 
 #: Dict keys searched, in this order, for the labels of a dict batch.
 LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
@@ -91,3 +94,37 @@ def label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, 
         # per-token labels (batch, seq[, C]) at a token-wise layer
         return (arr.reshape(n_rows) if arr.ndim == 2 else arr.reshape(n_rows, -1)), ""
     return None, f"labels of shape {arr.shape} do not match {n_rows} samples"
+
+
+class LabelDecision:
+    """Use labels when the first batch has usable ones; from then on every batch must have them.
+
+    Examples
+    --------
+    >>> d = LabelDecision()
+    >>> d.rows([0, 1], 2, 2, 0).tolist()
+    [0, 1]
+    >>> d.rows(None, 2, 2, 1)
+    Traceback (most recent call last):
+    ...
+    dlrcore.inputs.DLRInputError: batch 1: earlier batches had labels, but the batch has no labels
+    """
+
+    def __init__(self) -> None:
+        self.use: bool | None = None
+
+    def rows(self, lab: Any, n_rows: int, n_batch: int, index: int) -> np.ndarray | None:
+        """Label rows for batch ``index`` (None when labels are not used); warns when the first batch's labels
+        cannot be used and raises when a later batch lacks labels the first one had."""
+        if self.use is None:
+            rows, why = (None, "") if lab is None else label_rows(lab, n_rows, n_batch)
+            if lab is not None and rows is None:
+                warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=4)  # the user's collect() call
+            self.use = rows is not None
+            return rows
+        if not self.use:
+            return None
+        rows, why = (None, "the batch has no labels") if lab is None else label_rows(lab, n_rows, n_batch)
+        if rows is None:
+            raise DLRInputError(f"batch {index}: earlier batches had labels, but {why}")
+        return rows

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
@@ -59,10 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ..inputs import DLRInputError
 from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, label_rows, split_batch
+from .batches import LABEL_KEYS, LabelDecision, split_batch
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
@@ -308,7 +306,7 @@ def _run(
     if max_batches is not None:
         batches = itertools.islice(batches, int(max_batches))
     bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
-    use_labels: bool | None = None
+    decision = LabelDecision()
     try:
         for nb, batch in enumerate(batches, start=1):
             x, lab = _split_batch(batch, batch_to_input, labels)
@@ -318,18 +316,7 @@ def _run(
                 continue
             leaves = jax.tree_util.tree_leaves(x)
             n_batch = int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else feats.shape[0]
-            lab_rows = None
-            if use_labels is None:
-                lab_rows, why = (None, "") if lab is None else label_rows(lab, feats.shape[0], n_batch)
-                if lab is not None and lab_rows is None:
-                    warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=3)
-                use_labels = lab_rows is not None
-            elif use_labels:
-                lab_rows, why = (None, "the batch has no labels") if lab is None else label_rows(
-                    lab, feats.shape[0], n_batch
-                )
-                if lab_rows is None:
-                    raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
+            lab_rows = decision.rows(lab, feats.shape[0], n_batch, nb)
             stats.update(feats, outs, labels=lab_rows)
             if bar is not None:
                 bar.advance(1)

@@ -35,17 +35,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
 import keras
 import numpy as np
 
-from ..inputs import DLRInputError
 from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, label_rows, split_batch
+from .batches import LABEL_KEYS, LabelDecision, split_batch
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_model"]
 
@@ -184,7 +182,7 @@ def _collect_sub(
         total = max_batches if total is None else min(total, max_batches)
     stats = DLRStats(num_classes=num_classes, precision=precision)
     bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
-    use_labels: bool | None = None
+    decision = LabelDecision()
     nb = 0
     try:
         for nb, batch in enumerate(batches, start=1):
@@ -195,18 +193,7 @@ def _collect_sub(
                 continue
             n_batch = feats.shape[0]
             feats, outs = _rows(feats, outs)
-            lab_rows = None
-            if use_labels is None:
-                lab_rows, why = (None, "") if lab is None else label_rows(lab, feats.shape[0], n_batch)
-                if lab is not None and lab_rows is None:
-                    warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=3)
-                use_labels = lab_rows is not None
-            elif use_labels:
-                lab_rows, why = (None, "the batch has no labels") if lab is None else label_rows(
-                    lab, feats.shape[0], n_batch
-                )
-                if lab_rows is None:
-                    raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
+            lab_rows = decision.rows(lab, feats.shape[0], n_batch, nb)
             stats.update(feats, outs, labels=lab_rows)
             if bar is not None:
                 bar.advance(1)
