@@ -12,7 +12,7 @@ import numpy as np
 
 from ..inputs import DLRInputError
 
-__all__ = ["LABEL_KEYS", "LabelDecision", "label_rows", "split_batch"]
+__all__ = ["LABEL_KEYS", "LabelDecision", "label_rows", "model_input_and_labels", "split_batch"]
 
 #: Dict keys searched, in this order, for the labels of a dict batch.
 LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
@@ -63,6 +63,37 @@ def split_batch(
     elif callable(labels):
         lab = labels(batch)
     return inputs, lab, found
+
+
+def model_input_and_labels(
+    batch: Any,
+    input_keys: Sequence[str],
+    batch_to_input: Callable[[Any], Any] | None,
+    labels: bool | Callable[[Any], Any],
+) -> tuple[Any, Any]:
+    """``(model input, raw labels or None)`` of one batch; ``batch_to_input(batch)``, when given, is the input.
+
+    Raises
+    ------
+    ValueError
+        For a dict batch with none of ``input_keys`` and no ``batch_to_input``.
+
+    Examples
+    --------
+    >>> model_input_and_labels({"x": 1, "y": 0}, ("x",), None, True)
+    (1, 0)
+    >>> model_input_and_labels({"ids": 1, "y": 0}, ("x",), lambda b: b["ids"], True)
+    (1, 0)
+    """
+    inputs, lab, found = split_batch(batch, input_keys, labels)
+    if not found and batch_to_input is None:
+        raise ValueError(
+            f"dict batch without an input key: its keys are {sorted(map(str, batch))}, expected one of "
+            f"{list(input_keys)}; pass batch_to_input=lambda batch: ... to say what the model gets"
+        )
+    if batch_to_input is not None:
+        inputs = batch_to_input(batch)
+    return inputs, lab
 
 
 def label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, str]:

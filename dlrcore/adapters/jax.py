@@ -60,7 +60,7 @@ from flax import linen as nn
 
 from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, LabelDecision, split_batch
+from .batches import LABEL_KEYS, LabelDecision, model_input_and_labels
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
@@ -90,14 +90,7 @@ def _split_batch(
     batch: Any, batch_to_input: Callable[[Any], Any] | None, labels: bool | Callable[[Any], Any]
 ) -> tuple[Any, Any]:
     """(model input, raw labels or None) of one batch, following the rules in the module docstring."""
-    inputs, lab, found = split_batch(batch, INPUT_KEYS, labels, label_keys=LABEL_KEYS)
-    if not found and batch_to_input is None:
-        raise ValueError(
-            f"dict batch without an input key: its keys are {sorted(map(str, batch))}, expected one of "
-            f"{list(INPUT_KEYS)}; pass batch_to_input=lambda batch: ... to say what the model gets"
-        )
-    if batch_to_input is not None:
-        inputs = batch_to_input(batch)
+    inputs, lab = model_input_and_labels(batch, INPUT_KEYS, batch_to_input, labels)
     return _to_jax_input(inputs), lab
 
 

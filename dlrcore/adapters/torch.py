@@ -51,6 +51,7 @@ from torch import nn
 
 from ..inputs import DLRInputError
 from ..progress import Progress
+from .batches import LABEL_KEYS, model_input_and_labels
 from ..stats import DLRStats
 
 __all__ = [
@@ -69,8 +70,6 @@ __all__ = [
 
 #: Dict keys searched, in this order, for the model input of a dict batch.
 INPUT_KEYS: tuple[str, ...] = ("input", "inputs", "x", "pixel_values", "input_ids")
-#: Dict keys searched, in this order, for the labels of a dict batch.
-LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
 #: Accepted values of ``sequence``.
 SEQUENCE_MODES: tuple[str, ...] = ("tokens", "mean", "last")
 
@@ -139,35 +138,7 @@ def _split_batch(
     batch: Any, batch_to_input: Callable[[Any], Any] | None, labels: bool | Callable[[Any], Any]
 ) -> tuple[Any, Any]:
     """(model input, raw labels or None) of one batch, following the rules in the module docstring."""
-    lab: Any = None
-    inputs: Any = None
-    if isinstance(batch, torch.Tensor):
-        inputs = batch
-    elif isinstance(batch, Mapping):
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        lab_key = next((k for k in LABEL_KEYS if k in batch), None)
-        lab = batch[lab_key] if lab_key is not None else None
-        if key is not None:
-            inputs = batch[key]
-        elif batch_to_input is None:
-            raise ValueError(
-                f"dict batch without an input key: its keys are {sorted(map(str, batch))}, expected one of "
-                f"{list(INPUT_KEYS)}; pass batch_to_input=lambda batch: ... to say what the model gets"
-            )
-    elif isinstance(batch, (tuple, list)):
-        if len(batch) == 0:
-            raise ValueError("empty tuple batch: expected (inputs, labels, ...)")
-        inputs = batch[0]
-        lab = batch[1] if len(batch) > 1 else None
-    else:
-        inputs = batch
-    if batch_to_input is not None:
-        inputs = batch_to_input(batch)
-    if labels is False:
-        lab = None
-    elif callable(labels):
-        lab = labels(batch)
-    return inputs, lab
+    return model_input_and_labels(batch, INPUT_KEYS, batch_to_input, labels)
 
 
 def _forward(model: nn.Module, inputs: Any, custom: bool, device: torch.device | None) -> Any:
