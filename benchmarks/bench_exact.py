@@ -34,6 +34,7 @@ from scipy.linalg import blas
 import dlrcore
 
 SIZES = {
+    "tiny": (2_000, 64, 5),  # a smoke test of the script itself
     "small": (20_000, 512, 10),
     "medium": (50_000, 2_048, 100),
     "large": (100_000, 4_096, 1_000),

@@ -1,0 +1,25 @@
+"""The benchmark script runs end to end (at a tiny size) and its dlrcore rows are accurate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_exact_tiny(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_exact.py"), "--sizes", "tiny", "--repeats", "1",
+         "--batch-rows", "300", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"floor (ssyrk of [X, F])", "dlrcore stream", "dlrcore one-shot", "numpy naive"}
+    for name in ("dlrcore stream", "dlrcore one-shot"):
+        assert rows[name]["abs_error"] < 1e-5 and rows[name]["median_s"] > 0
+    assert "x floor" in run.stdout
