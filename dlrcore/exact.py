@@ -140,8 +140,6 @@ def _finish(
             "targets (MSE on one-hot labels) but can move the opposite way for cross-entropy logits. "
             "Consider a larger rtol (e.g. 0.1) to keep only the strong output directions."
         )
-    if C > 1 and r < C:
-        pass  # rank deficiency is reported through output_rank; nothing to warn about
     return DLRResult(
         value=float(value),
         n=int(n),

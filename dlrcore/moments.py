@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.linalg import blas
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "symmetric"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "stage_capacity", "symmetric"]
 
 #: Least stage size in bytes (see :meth:`Moments.capacity` for the rule): rows are multiplied in such chunks.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
@@ -58,6 +58,25 @@ def _syrk(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     f = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
     # z in C order is z^T in Fortran order: syrk(trans=0) on it computes z^T z without a copy.
     return f(1.0, z.T, beta=0.0, c=out, trans=0, lower=0, overwrite_c=1)
+
+
+def stage_capacity(q: int, work: np.dtype, chunk_bytes: int = 0) -> int:
+    """Rows a stage of q columns holds for ``work`` products (``chunk_bytes`` 0: the automatic size).
+
+    Examples
+    --------
+    >>> stage_capacity(10, np.dtype(np.float32), chunk_bytes=4000)
+    100
+    """
+    row_bytes = max(int(q), 1) * np.dtype(work).itemsize
+    if chunk_bytes:
+        rows = chunk_bytes // row_bytes
+    else:
+        # Each stage's syrk reads and writes the q x q pending Gram (8 q^2 bytes) while it reads 4 m q bytes
+        # of rows: m >= 2q keeps that traffic below the data itself; 32 MiB and 4096 rows are floors for
+        # narrow data, 512 MiB a ceiling for very wide data.
+        rows = min(max(DEFAULT_CHUNK_BYTES // row_bytes, 2 * int(q), 4096), MAX_STAGE_BYTES // row_bytes)
+    return int(min(65536, max(64, rows)))
 
 
 class Moments:
@@ -133,16 +152,7 @@ class Moments:
         checked, so a bad segment among them leaves the state as it was; larger batches must be validated by the
         caller first.
         """
-        work = self.work if work is None else np.dtype(work)
-        row_bytes = max(self.q, 1) * work.itemsize
-        if self.chunk_bytes:
-            rows = self.chunk_bytes // row_bytes
-        else:
-            # Each stage's syrk reads and writes the q x q pending Gram (8 q^2 bytes) while it reads 4 m q bytes
-            # of rows: m >= 2q keeps that traffic below the data itself; 32 MiB and 4096 rows are floors for
-            # narrow data, 512 MiB a ceiling for very wide data.
-            rows = min(max(DEFAULT_CHUNK_BYTES // row_bytes, 2 * self.q, 4096), MAX_STAGE_BYTES // row_bytes)
-        return int(min(65536, max(64, rows)))
+        return stage_capacity(self.q, self.work if work is None else work, self.chunk_bytes)
 
     @property
     def fold_rows(self) -> int:
@@ -275,11 +285,7 @@ class Moments:
             return
         resid = self._pend_sum / m
         mean = self._shift.astype(np.float64) + resid
-        gf = None
-        if self._gram_f64 is not None and self._stage_f64 is not None:
-            c = self.cols(self.exact_block)
-            mean[c] = self._shift[c].astype(np.float64) + resid[c]
-            gf = self._gram_f64
+        gf = self._gram_f64 if self._stage_f64 is not None else None
         self._merge(m, mean, self._gram, resid=resid, gf=gf)
         self._pend_rows = self._pend_stages = 0
         self._pend_sum = np.zeros(self.q)

@@ -90,7 +90,7 @@ class Spectrum:
         out: dict[str, Any] = {}
         for f in self.__dataclass_fields__:
             v = getattr(self, f)
-            out[f] = _array_field(v) if isinstance(v, np.ndarray) or (v is None and f == "cumulative_quality") else v
+            out[f] = _array_field(v) if isinstance(v, np.ndarray) else v
         return out
 
     def to_json(self, **kwargs: Any) -> str:

@@ -18,7 +18,7 @@ from scipy.linalg import blas
 
 from .exact import dlr_from_moments, dlr_from_weight_moments
 from .inputs import PRECISIONS, DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
-from .moments import BadSegment, Moments, symmetric
+from .moments import BadSegment, Moments, stage_capacity, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import DLRResult
 from .spectrum import Spectrum, spectrum_from_moments
@@ -252,8 +252,8 @@ class DLRStats:
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
         named = [(a, nm) for a, nm in ((x, "features"), (f, "outputs"), (y, "labels")) if a is not None]
-        mom = self._mom or Moments([width], work=work, chunk_bytes=self.chunk_bytes)
-        if mom.fill + nb > mom.capacity(work):
+        fill = 0 if self._mom is None else self._mom.fill
+        if fill + nb > stage_capacity(width, work, self.chunk_bytes):
             # the batch will be folded in over several flushes: validate it whole before touching the state
             for a, nm in named:
                 check_finite_and_bound(a, nm, work)

@@ -5,17 +5,73 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..inputs import DLRInputError
 
-__all__ = ["LABEL_KEYS", "LabelDecision", "label_rows", "model_input_and_labels", "split_batch"]
+__all__ = [
+    "LABEL_KEYS",
+    "LabelDecision",
+    "first_and_total",
+    "label_rows",
+    "model_input_and_labels",
+    "result_record",
+    "split_batch",
+]
 
 #: Dict keys searched, in this order, for the labels of a dict batch.
 LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
+
+
+_END = object()
+
+
+def first_and_total(data: Iterable[Any], max_batches: int | None) -> tuple[Any, Iterator[Any], int | None]:
+    """The first batch, an iterator over the rest, and the number of batches to expect (None when unknown).
+
+    Raises
+    ------
+    ValueError
+        If ``data`` yields nothing (for example a generator that was already consumed).
+
+    Examples
+    --------
+    >>> first, rest, total = first_and_total([1, 2, 3], max_batches=2)
+    >>> first, list(rest), total
+    (1, [2, 3], 2)
+    """
+    it = iter(data)
+    first = next(it, _END)
+    if first is _END:
+        raise ValueError("data is empty (a one-shot iterator already consumed?); pass a list or a re-iterable loader")
+    try:
+        total: int | None = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    return first, it, total
+
+
+def result_record(result: Any, **fields: Any) -> dict[str, Any]:
+    """A trajectory record (for :func:`dlrcore.plot.trajectory`) from a :class:`~dlrcore.DLRResult`.
+
+    ``fields`` (``step``, ``epoch``...) come first; ``dlr_key`` names the D_LR entry (default ``"dlr"``).
+    """
+    key = fields.pop("dlr_key", "dlr")
+    return {
+        **fields,
+        key: result.value,
+        "output_rank": result.output_rank,
+        "output_effective_rank": result.output_effective_rank,
+        "constant_share": result.constant_share,
+        "n": result.n,
+        "p": result.p,
+        "C": result.C,
+    }
 
 
 def split_batch(

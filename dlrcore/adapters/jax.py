@@ -60,7 +60,7 @@ from flax import linen as nn
 
 from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, LabelDecision, model_input_and_labels
+from .batches import LABEL_KEYS, LabelDecision, first_and_total, model_input_and_labels
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
@@ -69,7 +69,6 @@ INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel
 
 LayerSpec = Union[str, Sequence[str]]
 
-_END = object()
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -321,20 +320,6 @@ def _run(
     return stats
 
 
-def _first_and_total(data: Iterable[Any], max_batches: int | None) -> tuple[Any, Any, int | None]:
-    it = iter(data)
-    first = next(it, _END)
-    if first is _END:
-        raise ValueError("data is empty (a one-shot iterator already consumed?); pass a list or a re-iterable")
-    try:
-        total: int | None = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    if max_batches is not None:
-        total = max_batches if total is None else min(total, max_batches)
-    return first, it, total
-
-
 def collect(
     apply_fn: Callable[..., Any],
     params: Any,
@@ -393,7 +378,7 @@ def collect(
     _check_common(max_batches)
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable (e.g. model.apply), got {type(apply_fn).__name__}")
-    first, it, total = _first_and_total(data, max_batches)
+    first, it, total = first_and_total(data, max_batches)
     custom = batch_to_input is not None
     x0, _ = _split_batch(first, batch_to_input, False)
     try:
@@ -451,7 +436,7 @@ def collect_fn(
     _check_common(max_batches)
     if not callable(features_and_outputs_fn):
         raise TypeError(f"features_and_outputs_fn must be callable, got {type(features_and_outputs_fn).__name__}")
-    first, it, total = _first_and_total(data, max_batches)
+    first, it, total = first_and_total(data, max_batches)
 
     def rows(x: Any) -> tuple[jax.Array, jax.Array]:
         res = features_and_outputs_fn(x)

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, LabelDecision, split_batch
+from .batches import LABEL_KEYS, LabelDecision, result_record, split_batch
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_model"]
 
@@ -52,7 +52,6 @@ INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel
 
 LayerSpec = Union[str, "keras.layers.Layer"]
 
-_END = object()
 
 
 # ---------------------------------------------------------------------------------------------- sub-model
@@ -371,17 +370,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
         if kw:
             raise TypeError(f"unexpected keyword arguments for collect: {sorted(kw)}")
         res = stats.result(rtol=self.rtol)
-        record: dict[str, Any] = {
-            "step": self._steps,
-            "epoch": self._epochs,
-            self.key: res.value,
-            "output_rank": res.output_rank,
-            "output_effective_rank": res.output_effective_rank,
-            "constant_share": res.constant_share,
-            "n": res.n,
-            "p": res.p,
-            "C": res.C,
-        }
+        record = result_record(res, step=self._steps, epoch=self._epochs, dlr_key=self.key)
         for k, v in (metrics or {}).items():
             if k not in record and isinstance(v, (int, float, np.floating, np.integer)):
                 record[k] = float(v)

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..inputs import DLRInputError
 from ..progress import Progress
-from .batches import LABEL_KEYS, model_input_and_labels
+from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
 from ..stats import DLRStats
 
 __all__ = [
@@ -78,7 +78,6 @@ PROGRESS_DELAY = 2.0
 
 LayerSpec = Union[str, nn.Module]
 
-_END = object()
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -391,16 +390,7 @@ def collect(
 
     custom = batch_to_input is not None
     device = _model_device(model)
-    it = iter(data)
-    first = next(it, _END)
-    if first is _END:
-        raise ValueError("data is empty (a one-shot iterator already consumed?); pass a DataLoader or a list")
-    try:
-        total: int | None = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    if max_batches is not None:
-        total = max_batches if total is None else min(total, max_batches)
+    first, it, total = first_and_total(data, max_batches)
 
     modes = {m: m.training for m in model.modules()}
     handles: list[Any] = []
@@ -599,16 +589,7 @@ class Tracker:
         stats = collect(self.model, self.data, self.layer, **self.collect_kwargs)
         assert isinstance(stats, DLRStats)
         res = stats.result(rtol=self.rtol)
-        record: dict[str, Any] = {
-            "step": step,
-            "dlr": res.value,
-            "output_rank": res.output_rank,
-            "output_effective_rank": res.output_effective_rank,
-            "constant_share": res.constant_share,
-            "n": res.n,
-            "p": res.p,
-            "C": res.C,
-        }
+        record = result_record(res, step=step)
         record.update(metrics)
         if self.spectrum:
             record["spectrum"] = stats.spectrum(rtol=self.rtol, name=f"step {step}").to_dict()
@@ -1002,16 +983,7 @@ def collect_hf(
         mask = kwargs.get("attention_mask")
         return kwargs, (mask if isinstance(mask, torch.Tensor) else None), lab
 
-    it = iter(data)
-    first = next(it, _END)
-    if first is _END:
-        raise ValueError("data is empty (a one-shot iterator already consumed?); pass a DataLoader or a list")
-    try:
-        total: int | None = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    if max_batches is not None:
-        total = max_batches if total is None else min(total, max_batches)
+    first, it, total = first_and_total(data, max_batches)
 
     modes = {m: m.training for m in model.modules()}
     handles: list[Any] = []
