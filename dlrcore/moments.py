@@ -6,8 +6,10 @@ accumulates exactly these in float64, whatever n is, in O(q^2) memory for q stac
 
 * rows are staged into a small buffer (``chunk_bytes``, 4096 to 65536 rows), written as ``z = x - K`` in one
   fused pass, where ``K`` is the running mean (or, for the first rows, the mean of up to 1024 of them); each
-  staged segment is summed (for the exact mean) and its squares summed with a BLAS dot (NaN, Inf and overflow
-  show there, before anything is multiplied);
+  staged segment is summed (for the exact mean) and its squares summed (NaN, Inf and overflow show there,
+  before anything is multiplied). With numba installed, :func:`dlrcore.kernels.shift_into` does the
+  subtraction and both float64 sums in one pass over the rows; without it, a subtraction, a column sum and a
+  BLAS dot do;
 * a full stage is multiplied by one BLAS ``?syrk`` into a pending Gram about the same ``K`` (``beta = 1``), so
   that the float64 state is touched only every ``FOLD_BYTES`` of rows; a stage whose mean drifted from ``K`` by
   more than about 0.7 standard deviation is re-centered first (after folding what is pending), so that the
@@ -42,6 +44,19 @@ FOLD_BYTES = 256 * 2**20
 
 #: At most this many stage Grams are summed in the product precision before a float64 fold.
 MAX_PENDING_STAGES = 64
+
+
+_SHIFT_INTO: list = []
+
+
+def _fused_kernel():
+    """:func:`dlrcore.kernels.shift_into` when its numba backend is active, else None (imported on first use, so
+    that ``import dlrcore`` does not pay for importing numba)."""
+    if not _SHIFT_INTO:
+        from dlrcore import kernels
+
+        _SHIFT_INTO.append(kernels.shift_into if kernels.BACKEND == "numba" else None)
+    return _SHIFT_INTO[0]
 
 
 class BadSegment(Exception):
@@ -218,13 +233,23 @@ class Moments:
                     self._new_shift(blocks, slice(start, start + min(take, 1024)))
             rows = slice(self.fill, self.fill + take)
             src = slice(start, start + take)
-            for i, arr in enumerate(blocks):
-                cols = self.cols(i)
-                np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
-            seg = self._stage[rows]
-            ssum = seg.sum(axis=0, dtype=work).astype(np.float64)
-            flat = seg.reshape(-1)
-            sq = float(np.dot(flat, flat))
+            shift_into = _fused_kernel()
+            if shift_into is not None:
+                # one fused pass per block: z = x - K written, float64 column sums and sum of squares
+                ssum = np.empty(self.q)
+                sq = 0.0
+                for i, arr in enumerate(blocks):
+                    cols = self.cols(i)
+                    ssum[cols], part = shift_into(arr[src], self._shift[cols], self._stage[rows, cols])
+                    sq += part
+            else:
+                for i, arr in enumerate(blocks):
+                    cols = self.cols(i)
+                    np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
+                seg = self._stage[rows]
+                ssum = seg.sum(axis=0, dtype=work).astype(np.float64)
+                flat = seg.reshape(-1)
+                sq = float(np.dot(flat, flat))
             if not (np.isfinite(ssum).all() and np.isfinite(sq) and sq <= limit):
                 raise BadSegment()
             if self._stage_f64 is not None:
