@@ -19,6 +19,15 @@ from typing import Any
 from .inputs import DLRInputError
 from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init
 from .result import DLRResult
+from .sketch import (
+    DEFAULT_OVERSAMPLE,
+    DEFAULT_PROBES,
+    DEFAULT_RANK,
+    DLRSketch,
+    choose_method,
+    randomized_dlr,
+    sketch_arrays,
+)
 from .spectrum import Spectrum
 from .stats import DLRStats
 
@@ -27,6 +36,7 @@ __all__ = [
     "CKAStats",
     "DLRInputError",
     "DLRResult",
+    "DLRSketch",
     "DLRStats",
     "NC1Result",
     "Spectrum",
@@ -35,26 +45,58 @@ __all__ = [
     "dlr",
     "dlr_from_weights",
     "nc1",
+    "randomized_dlr",
     "s_init",
     "spectrum",
 ]
 __version__ = "0.1.0"
 
 
-def dlr(features: Any, outputs: Any, *, rtol: float | None = None, precision: str = "auto") -> DLRResult:
-    """Exact D_LR of penultimate ``features`` (n x p) against the last layer's ``outputs`` (n x C).
+METHODS = ("exact", "randomized", "sketch", "auto")
+
+
+def dlr(
+    features: Any,
+    outputs: Any,
+    *,
+    rtol: float | None = None,
+    precision: str = "auto",
+    method: str = "exact",
+    rank: int = DEFAULT_RANK,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    power_iters: int = 1,
+    probes: int = DEFAULT_PROBES,
+    seed: int = 0,
+    max_memory: int | None = None,
+    progress: bool = False,
+) -> DLRResult:
+    """D_LR of penultimate ``features`` (n x p) against the last layer's ``outputs`` (n x C).
 
     Parameters
     ----------
     features : array_like
-        n x p features: the input of the network's last linear layer, one row per sample.
+        n x p features: the input of the network's last linear layer, one row per sample. NumPy (also
+        memory-mapped), anything exposing ``__array__``/``__dlpack__``, or, for the randomized and sketch methods,
+        CuPy and other array-API arrays, which are processed on their own device.
     outputs : array_like
         n x C outputs of that layer (logits or regression outputs); 1-D means C = 1.
     rtol : float, optional
         Relative singular-value tolerance that decides the output span (``sigma_i > rtol * sigma_1``).
         None picks a default from the data precision; the value used and the rank are in the result.
     precision : {"auto", "float32", "float64"}
-        Precision of the BLAS products, see :class:`DLRStats`.
+        Precision of the products, see :class:`DLRStats`.
+    method : {"exact", "randomized", "sketch", "auto"}
+        ``"exact"``: sufficient statistics, O((p + C)^2) memory. ``"randomized"``: range finder with power
+        iterations on the feature Gram, ``power_iters + 2`` passes (:func:`dlrcore.randomized_dlr`).
+        ``"sketch"``: one pass, O((p + C) s) memory (:class:`DLRSketch`). ``"auto"``: exact when its state fits
+        in ``max_memory``, else the sketch; ``result.method`` says which ran. The approximate methods report
+        ``error_estimate``.
+    rank, oversample, power_iters, probes, seed : int
+        Parameters of the randomized and sketch methods (``power_iters`` only for ``"randomized"``).
+    max_memory : int, optional
+        Byte budget for ``"auto"`` (default half the available memory).
+    progress : bool
+        Progress bar on stderr (randomized and sketch methods over long arrays).
 
     Returns
     -------
@@ -63,7 +105,8 @@ def dlr(features: Any, outputs: Any, *, rtol: float | None = None, precision: st
 
     See Also
     --------
-    DLRStats : the same estimate accumulated over batches.
+    DLRStats : the exact estimate accumulated over batches.
+    DLRSketch : the one-pass sketch accumulated over batches.
     dlr_from_weights : for huge output widths, from the last layer's weight and bias.
 
     Examples
@@ -74,8 +117,26 @@ def dlr(features: Any, outputs: Any, *, rtol: float | None = None, precision: st
     >>> res = dlr(phi, phi @ rng.normal(size=(40, 5)) + 1.0)
     >>> (res.n, res.p, res.C, res.output_rank)
     (300, 40, 5, 5)
+    >>> approx = dlr(phi, phi @ rng.normal(size=(40, 5)), method="sketch", rank=8)
+    >>> approx.method, approx.error_estimate > 0
+    ('sketch', True)
     """
-    return DLRStats(precision=precision).update(features, outputs).result(rtol=rtol)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        method = choose_method(features, outputs, max_memory=max_memory, rank=rank, oversample=oversample,
+                               probes=probes)
+    if method == "exact":
+        return DLRStats(precision=precision).update(features, outputs).result(rtol=rtol)
+    if method == "randomized":
+        return randomized_dlr(
+            features, outputs, rank=rank, oversample=oversample, power_iters=power_iters, probes=probes,
+            seed=seed, rtol=rtol, precision=precision, progress=progress,
+        )
+    return sketch_arrays(
+        features, outputs, rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision,
+        progress=progress,
+    ).result(rtol=rtol)
 
 
 def dlr_from_weights(

@@ -11,6 +11,7 @@ Two entry points share one finishing step:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -18,7 +19,14 @@ import scipy.linalg
 from .inputs import DLRInputError
 from .result import DLRResult
 
-__all__ = ["default_rtol", "dlr_from_moments", "dlr_from_weight_moments", "effective_rank"]
+__all__ = [
+    "OutputSpan",
+    "default_rtol",
+    "dlr_from_moments",
+    "dlr_from_weight_moments",
+    "effective_rank",
+    "output_span",
+]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -118,6 +126,7 @@ def _finish(
     precision: str,
     feature_rank: int | None,
     notes: list[str] | None = None,
+    extra: dict | None = None,
 ) -> DLRResult:
     """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
     if not norm_k > 0:
@@ -154,6 +163,7 @@ def _finish(
         output_effective_rank=erank,
         alignment=float(alignment),
         warnings=tuple(warnings),
+        **(extra or {}),
     )
 
 
@@ -179,6 +189,77 @@ def _pivoted_rank(m: np.ndarray, rel: float) -> int:
 def _feature_rank(m_pp: np.ndarray, rel: float) -> tuple[int, np.ndarray, np.ndarray]:
     s, v = _eigh_desc(m_pp)
     return _rank_cut(s, rel), s, v
+
+
+@dataclass(frozen=True)
+class OutputSpan:
+    """The output side of D_LR, from ``Fc^T Fc`` and the output mean alone.
+
+    ``basis`` (C x r) maps centered cross moments to ``Q^T Phic = basis^T (Fc^T Phic)``, where Q is an orthonormal
+    basis of the span of the raw outputs; ``constant_share`` is ``a = ||Q^T 1||^2 / n`` and ``norm_l2`` is
+    ``||L||_F^2 = ||Q^T H Q||_F^2``.
+    """
+
+    basis: np.ndarray
+    rank: int
+    constant_share: float
+    norm_l2: float
+    centered_ev: np.ndarray
+    C: int
+    rtol: float
+    notes: list[str]
+
+
+def output_span(
+    *, n: int, m_ff: np.ndarray, mean_f: np.ndarray, rtol: float | None, data_eps: float, upper: bool = False
+) -> OutputSpan:
+    """Orthonormal basis of the raw output span in the coordinates of the centered output moments.
+
+    Parameters
+    ----------
+    n : int
+        Samples.
+    m_ff : ndarray
+        ``Fc^T Fc`` (C x C, float64); with ``upper`` only its upper triangle is read.
+    mean_f : ndarray
+        Column means of the raw outputs.
+    rtol, data_eps
+        As in :func:`dlr_from_moments`.
+    upper : bool
+        Only the upper triangle of ``m_ff`` is valid (strict lower triangle zero).
+
+    Returns
+    -------
+    OutputSpan
+    """
+    C = m_ff.shape[0]
+    rtol, notes = _resolve_rtol(rtol, C, data_eps)
+    if upper:
+        m_ff = m_ff + np.triu(m_ff, 1).T
+    # F = [Uc, 1/sqrt(n)] B with Fc = Uc diag(sqrt(lc)) Vc^T and B = [diag(sqrt(lc)) Vc^T; sqrt(n) mean_f^T]: the
+    # columns of [Uc, 1/sqrt(n)] are orthonormal (Uc is centered), so F and B share singular values and right
+    # singular vectors. The SVD of the small B avoids squaring a large output offset into the raw Gram.
+    lc, vc = _eigh_desc(m_ff)
+    lc = np.clip(lc, 0.0, None)
+    b = np.vstack([np.sqrt(lc)[:, None] * np.eye(C), math.sqrt(n) * (vc.T @ mean_f)[None, :]])
+    _, sig, rt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
+    r = _rank_cut(sig, rtol)
+    if r == 0:
+        raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")
+    rr = vc @ rt[:r].T / sig[:r]  # R_r diag(sig_r)^-1 in the original output coordinates, C x r
+    q = math.sqrt(n) * (mean_f @ rr)  # Q^T 1 / sqrt(n)
+    # ||L||_F = ||Q^T H Q||_F with Q^T H Q = rr^T (Fc^T Fc) rr: no cancellation as a -> 1
+    qhq = rr.T @ m_ff @ rr
+    return OutputSpan(
+        basis=rr,
+        rank=r,
+        constant_share=float(q @ q),
+        norm_l2=float(np.einsum("ij,ij->", qhq, qhq)),
+        centered_ev=lc,
+        C=C,
+        rtol=rtol,
+        notes=notes,
+    )
 
 
 def dlr_from_moments(
@@ -223,27 +304,9 @@ def dlr_from_moments(
     """
     _check_common(n, rtol)
     p = m_pp.shape[0]
-    C = m_ff.shape[0]
-    rtol, notes = _resolve_rtol(rtol, C, data_eps)
-    if upper:
-        m_ff = m_ff + np.triu(m_ff, 1).T
-    # F = [Uc, 1/sqrt(n)] B with Fc = Uc diag(sqrt(lc)) Vc^T and B = [diag(sqrt(lc)) Vc^T; sqrt(n) mean_f^T]: the
-    # columns of [Uc, 1/sqrt(n)] are orthonormal (Uc is centered), so F and B share singular values and right
-    # singular vectors. The SVD of the small B avoids squaring a large output offset into the raw Gram.
-    lc, vc = _eigh_desc(m_ff)
-    lc = np.clip(lc, 0.0, None)
-    b = np.vstack([np.sqrt(lc)[:, None] * np.eye(C), math.sqrt(n) * (vc.T @ mean_f)[None, :]])
-    _, sig, rt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
-    r = _rank_cut(sig, rtol)
-    if r == 0:
-        raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")
-    rr = vc @ rt[:r].T / sig[:r]  # R_r diag(sig_r)^-1 in the original output coordinates, C x r
-    t = rr.T @ m_fp  # Q^T Phic, r x p
-    q = math.sqrt(n) * (mean_f @ rr)  # Q^T 1 / sqrt(n)
+    span = output_span(n=n, m_ff=m_ff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, upper=upper)
+    t = span.basis.T @ m_fp  # Q^T Phic, r x p
     inner = float(np.einsum("ij,ij->", t, t))
-    # ||L||_F = ||Q^T H Q||_F with Q^T H Q = rr^T (Fc^T Fc) rr: no cancellation as a -> 1
-    qhq = rr.T @ m_ff @ rr
-    norm_l2 = float(np.einsum("ij,ij->", qhq, qhq))
     sq = float(np.einsum("ij,ij->", m_pp, m_pp))
     if upper:  # off-diagonal entries count twice
         d = np.diagonal(m_pp)
@@ -253,18 +316,18 @@ def dlr_from_moments(
     return _finish(
         inner=inner,
         norm_k=norm_k,
-        r=r,
-        a=float(q @ q),
-        norm_l2=norm_l2,
-        centered_output_ev=lc,
+        r=span.rank,
+        a=span.constant_share,
+        norm_l2=span.norm_l2,
+        centered_output_ev=span.centered_ev,
         n=n,
         p=p,
-        C=C,
+        C=span.C,
         method="exact",
-        rtol=rtol,
+        rtol=span.rtol,
         precision=precision,
         feature_rank=feature_rank,
-        notes=notes,
+        notes=span.notes,
     )
 
 

@@ -24,7 +24,8 @@ class DLRResult:
     constant_share : float
         ``a = ||Q^T 1||^2 / n``: the share of the constant function inside the output span, in [0, 1].
     method : str
-        ``"exact"`` (from output statistics) or ``"exact-weights"`` (outputs derived from the last layer's weights).
+        ``"exact"`` (from output statistics), ``"exact-weights"`` (outputs derived from the last layer's weights),
+        ``"randomized"`` (multi-pass range finder) or ``"sketch"`` (one-pass sketch).
     rtol : float
         Relative singular-value tolerance that decided ``output_rank``.
     precision : str
@@ -39,6 +40,15 @@ class DLRResult:
         ``<K, L>_F / (||K||_F ||L||_F)``, i.e. ``1 - value``.
     warnings : tuple of str
         Conditions under which the value should be read with care.
+    error_estimate : float or None
+        For the randomized and sketch methods, an a-posteriori bound on ``|value - exact D_LR|``: three standard
+        errors of the stochastic part (delta method over the probes) plus a rounding floor. None for exact methods.
+    sketch_size : int or None
+        Random directions the sketch captured exactly (range-finder / Nystrom columns); None for exact methods.
+    probes : int or None
+        Stochastic probes of the residual; None for exact methods.
+    passes : int or None
+        Passes over the data (1 for the one-pass sketch); None for exact methods.
     """
 
     value: float
@@ -54,6 +64,10 @@ class DLRResult:
     output_effective_rank: float
     alignment: float
     warnings: tuple[str, ...] = field(default=())
+    error_estimate: float | None = None
+    sketch_size: int | None = None
+    probes: int | None = None
+    passes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain dict of JSON-compatible values."""
@@ -73,13 +87,18 @@ class DLRResult:
         return cls(**d)
 
     def __str__(self) -> str:
+        est = "" if self.error_estimate is None else f" +- {self.error_estimate:.2g}"
         lines = [
-            f"D_LR = {self.value:.6f}   ({self.method}, {self.precision} products)",
+            f"D_LR = {self.value:.6f}{est}   ({self.method}, {self.precision} products)",
             f"  samples n = {self.n}, feature width p = {self.p} (rank {self.feature_rank}), outputs C = {self.C}",
             f"  output rank r = {self.output_rank} at rtol = {self.rtol:.3g}, "
             f"effective rank of centered outputs = {self.output_effective_rank:.2f}",
             f"  constant share a = {self.constant_share:.6f}",
         ]
+        if self.sketch_size is not None:
+            lines.append(
+                f"  sketch: {self.sketch_size} directions, {self.probes} probes, {self.passes} pass(es) over the data"
+            )
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -57,6 +57,11 @@ class Spectrum:
         Relative eigenvalue tolerance: modes with ``rho_k <= rank_tol * rho_1`` carry no utilization or quality.
     name : str
         Label for legends (for example "rich", "epoch 10").
+    method : str
+        ``"exact"``, or ``"sketch"`` / ``"randomized"`` for the top of the spectrum from a sketch.
+    eigenvalue_error : float or None
+        For sketches: estimate of ``||G - G_hat||_F / n``, which bounds how far each returned eigenvalue may lie
+        below the true one (Weyl). None for exact spectra.
     """
 
     eigenvalues: np.ndarray
@@ -73,6 +78,8 @@ class Spectrum:
     k: int
     rank_tol: float
     name: str = field(default="")
+    method: str = field(default="exact")
+    eigenvalue_error: float | None = field(default=None)
 
     @property
     def modes(self) -> np.ndarray:

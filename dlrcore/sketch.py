@@ -1,0 +1,931 @@
+"""Randomized and one-pass sketch estimators of D_LR for feature widths where a p x p Gram is too large.
+
+D_LR needs three numbers (``DLR-MATH.md``): ``A = ||Q^T Phic||_F^2``, ``B = ||G||_F^2`` with ``G = Phic^T Phic``,
+and ``||L||_F`` from the outputs alone. The outputs' C x C statistics are kept exactly; ``A`` and ``B`` are
+estimated from products of ``G`` (and of ``Fc^T Phic``) with a few random directions, accumulated batch by
+batch in O(p s) memory:
+
+* **one-pass sketch** (:class:`DLRSketch`, ``method="sketch"``): ``Y = G Omega`` and ``Z = Fc^T Phic Omega``
+  for a Gaussian ``Omega = [Omega_1, Omega_2]`` (Tropp, Yurtsever, Udell and Cevher 2017). ``Omega_1`` gives
+  the Nystrom approximation ``G_hat = Y_1 (Omega_1^T Y_1)^+ Y_1^T`` (the top of the spectrum); the probes
+  ``Omega_2`` estimate what it misses with control variates (Nystrom++, Persson, Cortinovis and Kressner 2022):
+  ``b_j = ||G_hat||^2 + ||G w_j||^2 - ||G_hat w_j||^2`` is unbiased for ``B`` whatever ``G_hat`` is, and
+  likewise for ``A``. The state adds up over batches and merges across processes (Chan's update; the rank-one
+  corrections multiply ``Omega``).
+* **randomized** (``method="randomized"``, several passes over an array): a randomized range finder with
+  QR-normalised power iterations (Halko, Martinsson and Tropp 2011) run on ``G``, so that every pass streams the
+  rows; a last pass gives ``G V`` for the orthonormal basis ``V`` and ``G w_j`` for probes orthogonal to it,
+  so ``B = 2 ||G V||^2 - ||V^T G V||^2 + ||P G P||^2`` and ``A = ||Q^T Phic V||^2 + ||Q^T Phic P||^2``
+  (``P = I - V V^T``) with only the ``P``-parts estimated stochastically (Hutch++, Meyer, Musco, Musco and
+  Woodruff 2021).
+
+Both report an a-posteriori error estimate of D_LR: the per-probe estimates are independent given the data and
+the first random matrix, so their sample covariance gives the standard error of ``A`` and ``B``, propagated to
+D_LR by the delta method and multiplied by :data:`ERROR_Z` (plus a rounding floor).
+
+All accumulation runs in the arrays' own namespace (NumPy, CuPy, any array-API library), so GPU arrays stay on
+the GPU; the final factorisations (s x s and p x s) run on the host in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from .backend import astype, device_array, is_numpy, prepare, to_numpy
+from .exact import _finish, output_span
+from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
+from .moments import _fused_kernel
+from .progress import Progress
+from .result import DLRResult
+from .spectrum import Spectrum, _cumulative_share
+from .storage import atomic_savez, read_npz
+
+__all__ = [
+    "DEFAULT_OVERSAMPLE",
+    "DEFAULT_PROBES",
+    "DEFAULT_RANK",
+    "ERROR_Z",
+    "DLRSketch",
+    "available_memory",
+    "choose_method",
+    "exact_cross",
+    "exact_memory_bytes",
+    "randomized_dlr",
+    "sketch_arrays",
+    "sketch_memory_bytes",
+]
+
+#: Default number of leading feature directions captured exactly (Nystrom / range-finder rank).
+DEFAULT_RANK = 64
+#: Default extra random directions of the range finder.
+DEFAULT_OVERSAMPLE = 16
+#: Default number of stochastic probes for the residual.
+DEFAULT_PROBES = 32
+#: Multiplier of the standard error in the reported error estimate (about 99.7 % under normality).
+ERROR_Z = 3.0
+
+_MAGIC = "dlrcore.DLRSketch"
+_FORMAT_VERSION = 1
+
+#: Rows per block when an in-memory array is streamed (about this many bytes of features per block).
+BLOCK_BYTES = 64 * 2**20
+
+
+def _work_dtype(xp: ModuleType, dtype: Any, precision: str) -> Any:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float64" or (precision == "auto" and dtype == xp.float64):
+        return xp.float64
+    return xp.float32
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(getattr(dtype, "name", dtype)).split(".")[-1]  # array-API dtype objects
+
+
+def _dtype_eps(dtype: Any) -> float:
+    """Machine epsilon of a float dtype of any namespace (bfloat16 and other 16-bit floats: 2**-8)."""
+    name = _dtype_name(dtype)
+    return float(np.finfo(np.dtype(name)).eps) if name in ("float16", "float32", "float64") else 2.0**-8
+
+
+def _gaussian(seed: int, shape: tuple[int, int], stream: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), int(stream)]).standard_normal(shape)
+
+
+def _check_params(rank: int, oversample: int, probes: int) -> None:
+    if int(rank) != rank or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if int(oversample) != oversample or oversample < 0:
+        raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
+    if int(probes) != probes or probes < 4:
+        raise ValueError(f"probes must be an integer >= 4 (the error estimate needs a sample variance), got {probes!r}")
+
+
+class _Accumulator:
+    """Centered ``G Omega``, ``Fc^T Phic Omega``, ``Fc^T Fc``, means and ``tr G`` of streamed rows, mergeable.
+
+    Every batch is centered about the running mean ``K`` (its own mean for the first batch); its exact residual
+    mean ``r`` gives the batch's centered products (``z^T z Omega - m r (r^T Omega)``), which Chan's update merges
+    into the float64 state. All arrays live in the namespace and on the device of the first batch.
+    """
+
+    def __init__(
+        self, xp: ModuleType, omega: Any, work: Any, *, need_z: bool, need_ff: bool, need_cross: bool = False
+    ) -> None:
+        self.xp = xp
+        self.need_cross = need_cross
+        self.omega64 = omega  # p x s, float64, on the device
+        self.omega_w = astype(xp, omega, work)
+        self.work = work
+        self.need_z = need_z
+        self.need_ff = need_ff
+        self.n = 0
+        self.mean_x: Any = None
+        self.mean_f: Any = None
+        self.y: Any = None
+        self.z: Any = None
+        self.mff: Any = None
+        self.mfp: Any = None  # exact Fc^T Phic (C x p), kept when C is small next to the sketch
+        self.trace = 0.0
+
+    def batch(self, x: Any, f: Any) -> tuple:
+        """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged)."""
+        xp, work = self.xp, self.work
+        nb = x.shape[0]
+        f64 = xp.float64
+        if self.n:
+            k = astype(xp, self.mean_x, work)
+        else:
+            k = astype(xp, xp.sum(astype(xp, x, work), axis=0, dtype=f64) / nb, work)
+        xw = x if x.dtype == work else None
+        fused = _fused_kernel() if is_numpy(xp) else None
+        if fused is not None:  # one pass: x - K written once, float64 column sums and sum of squares
+            xc = np.empty(x.shape, dtype=work)
+            sx, sq = fused(x, k, xc)
+        else:
+            xc = (xw if xw is not None else astype(xp, x, work)) - k
+            sx = xp.sum(xc, axis=0, dtype=f64)
+            sq = float(xp.sum(xc * xc, dtype=f64)) if not is_numpy(xp) else _sumsq(xc)
+        r = sx / nb
+        if not (math.isfinite(sq) and bool(xp.all(xp.isfinite(sx)))):
+            raise _BadBatch("features")
+        mean_b = astype(xp, k, f64) + r
+        t = xc @ self.omega_w
+        r_om = r @ self.omega64
+        yb = astype(xp, xc.T @ t, f64) - nb * (r[:, None] * r_om[None, :])
+        trace_b = sq - nb * float(xp.sum(r * r))
+        fb64 = astype(xp, f, f64)
+        mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
+        if not bool(xp.all(xp.isfinite(mean_fb))):
+            raise _BadBatch("outputs")
+        fc64 = fb64 - mean_fb
+        zb = mffb = mfpb = None
+        if self.need_z or self.need_cross:
+            fcw = astype(xp, fc64, work)
+            sf = xp.sum(astype(xp, fcw, f64), axis=0)  # not exactly zero after rounding to the work precision
+        if self.need_z:
+            zb = astype(xp, fcw.T @ t, f64) - sf[:, None] * r_om[None, :]
+        if self.need_cross:
+            mfpb = astype(xp, fcw.T @ xc, f64) - sf[:, None] * r[None, :]
+        if self.need_ff:
+            mffb = fc64.T @ fc64
+            if not bool(xp.all(xp.isfinite(mffb))):
+                raise _BadBatch("outputs")
+        return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
+
+    def add(self, parts: tuple) -> None:
+        """Chan's merge of a batch (or of another accumulator's state) into this one."""
+        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = parts
+        xp = self.xp
+        if self.n == 0:
+            self.n, self.mean_x, self.mean_f = nb, mean_b, mean_fb
+            self.y, self.z, self.mff, self.mfp, self.trace = yb, zb, mffb, mfpb, trace_b
+            return
+        n = self.n + nb
+        w = self.n * nb / n
+        d = mean_b - self.mean_x
+        df = mean_fb - self.mean_f
+        d_om = d @ self.omega64
+        self.y = self.y + yb + w * (d[:, None] * d_om[None, :])
+        if self.need_z:
+            self.z = self.z + zb + w * (df[:, None] * d_om[None, :])
+        if self.need_ff:
+            self.mff = self.mff + mffb + w * (df[:, None] * df[None, :])
+        if self.need_cross:
+            self.mfp = self.mfp + mfpb + w * (df[:, None] * d[None, :])
+        self.trace = self.trace + trace_b + w * float(xp.sum(d * d))
+        self.mean_x = self.mean_x + d * (nb / n)
+        self.mean_f = self.mean_f + df * (nb / n)
+        self.n = n
+
+    def state(self) -> tuple:
+        return self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace
+
+
+class _BadBatch(Exception):
+    pass
+
+
+def _sumsq(a: np.ndarray) -> float:
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(flat, flat))
+
+
+def _validate_pair(x: Any, f: Any, p: int | None, C: int | None) -> tuple[ModuleType, Any, Any]:
+    xp, x = prepare(x, "features")
+    xf, f = prepare(f, "outputs", allow_1d=True)
+    if xf is not xp and not (is_numpy(xf) and is_numpy(xp)):
+        raise DLRInputError("features and outputs must come from the same array library (and device)")
+    if x.shape[0] != f.shape[0]:
+        raise DLRInputError(f"features have {x.shape[0]} rows but outputs have {f.shape[0]}: mismatched n")
+    if x.shape[0] == 0:
+        raise DLRInputError("empty batch: features have 0 rows")
+    if x.shape[1] < 1 or f.shape[1] < 1:
+        raise DLRInputError(f"features and outputs need at least one column, got {x.shape} and {f.shape}")
+    if p is not None and x.shape[1] != p:
+        raise DLRInputError(f"features: expected {p} columns like earlier batches, got {x.shape[1]}")
+    if C is not None and f.shape[1] != C:
+        raise DLRInputError(f"outputs: expected {C} columns like earlier batches, got {f.shape[1]}")
+    return xp, x, f
+
+
+def _explain_bad(xp: ModuleType, x: Any, f: Any, which: str) -> DLRInputError:
+    """Name the first non-finite or overflowing entry of a rejected batch (only on the error path)."""
+    a = to_numpy(x if which == "features" else f)
+    try:
+        check_finite_and_bound(a, which, np.dtype(np.float32 if a.dtype.itemsize <= 4 else np.float64))
+    except DLRInputError as exc:
+        return DLRInputError(f"{exc}; the sketch was left unchanged")
+    return DLRInputError(f"{which}: values overflow the products; rescale them (D_LR is scale invariant)")
+
+
+# ---------------------------------------------------------------------------------------------- estimator
+
+
+@dataclass(frozen=True)
+class _Nystrom:
+    bn: np.ndarray  # p x k', G_hat = bn bn^T
+    w: np.ndarray  # s1 x k', maps Omega_1 coordinates: G_hat = Y1 w w^T Y1^T
+    h: np.ndarray  # bn^T bn
+
+
+def _nystrom(omega1: np.ndarray, y1: np.ndarray, rel_tol: float) -> _Nystrom:
+    c1 = omega1.T @ y1
+    c1 = 0.5 * (c1 + c1.T)
+    d, u = scipy.linalg.eigh(c1, check_finite=False)
+    top = float(d[-1]) if d.size else 0.0
+    keep = d > rel_tol * top if top > 0 else np.zeros(d.shape, bool)
+    w = u[:, keep] / np.sqrt(d[keep])
+    bn = y1 @ w
+    return _Nystrom(bn=bn, w=w, h=bn.T @ bn)
+
+
+def _colsq(a: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->j", a, a)
+
+
+def _estimate(
+    *,
+    mode: str,
+    n: int,
+    p: int,
+    mean_f: np.ndarray,
+    mff: np.ndarray,
+    mfp: np.ndarray | None,
+    omega1: np.ndarray,
+    y1: np.ndarray,
+    z1: np.ndarray,
+    omega2: np.ndarray,
+    y2: np.ndarray,
+    z2: np.ndarray,
+    trace: float,
+    rtol: float | None,
+    data_eps: float,
+    work_eps: float,
+    precision: str,
+    method: str,
+    passes: int,
+    k: int | None = None,
+) -> tuple[DLRResult, Spectrum]:
+    """D_LR with its error estimate, and the top of the spectrum, from the sketched products (host float64)."""
+    if n < 2:
+        raise DLRInputError(f"D_LR needs at least 2 samples, got n = {n}")
+    if rtol is not None and not (0.0 <= rtol < 1.0):
+        raise ValueError(f"rtol must be in [0, 1), got {rtol}")
+    if not trace > 0:
+        raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
+    span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps)
+    t1 = span.basis.T @ z1  # Q^T Phic Omega_1, r x s1
+    t2 = span.basis.T @ z2
+    ny = _nystrom(omega1, y1, rel_tol=max(1e3 * work_eps, 1e-12))
+    c = ny.bn.T @ omega2  # k' x m
+    g_hat_w = ny.bn @ c  # G_hat w_j, p x m
+    if mfp is not None:
+        # exact cross moments (small C): A is exact, only B is estimated
+        q_phi = span.basis.T @ mfp
+        a_j = np.full(y2.shape[1], float(np.sum(q_phi * q_phi)))
+    if mode == "orth":
+        # V = omega1 orthonormal, probes orthogonal to V: only the P-blocks are stochastic
+        a11 = omega1.T @ y1
+        pg = y2 - omega1 @ (omega1.T @ y2)
+        b_j = 2.0 * float(np.sum(y1 * y1)) - float(np.sum(a11 * a11)) + _colsq(pg)
+        if mfp is None:
+            a_j = float(np.sum(t1 * t1)) + _colsq(t2)
+    else:
+        b_j = float(np.sum(ny.h * ny.h)) + _colsq(y2) - _colsq(g_hat_w)
+        if mfp is None:
+            tn = t1 @ ny.w  # Q^T Phic Pi in Nystrom coordinates, r x k'
+            a_j = float(np.sum(tn * (tn @ ny.h))) + _colsq(t2) - _colsq(tn @ c)
+    m = b_j.size
+    a_bar, b_bar = float(a_j.mean()), float(b_j.mean())
+    b_bar = max(b_bar, 1e-300)
+    norm_k = math.sqrt(b_bar)
+    sl = math.sqrt(span.norm_l2) if span.norm_l2 > 0 else 0.0
+    # delta method: D = 1 - A / (sqrt(L2) sqrt(B))
+    if sl > 0:
+        grad = np.array([-1.0 / (sl * norm_k), a_bar / (2.0 * sl * b_bar * norm_k)])
+        cov = np.cov(np.vstack([a_j, b_j]), ddof=1)
+        var = max(float(grad @ cov @ grad) / m, 0.0)
+    else:
+        var = 0.0
+    floor = 10.0 * work_eps * math.sqrt(max(p, span.C))
+    err = ERROR_Z * math.sqrt(var) + floor
+    res = _finish(
+        inner=a_bar,
+        norm_k=norm_k,
+        r=span.rank,
+        a=span.constant_share,
+        norm_l2=span.norm_l2,
+        centered_output_ev=span.centered_ev,
+        n=n,
+        p=p,
+        C=span.C,
+        method=method,
+        rtol=span.rtol,
+        precision=precision,
+        feature_rank=None,
+        notes=span.notes,
+        extra=dict(error_estimate=float(err), sketch_size=int(omega1.shape[1]), probes=int(m), passes=int(passes)),
+    )
+    # spectrum: eigenpairs of G_hat, utilization from Fc^T Phic on the sketched subspace
+    lam, e = scipy.linalg.eigh(ny.h, check_finite=False)
+    lam, e = np.clip(lam[::-1], 0.0, None), e[:, ::-1]
+    resid = y2 - g_hat_w
+    resid_fro = math.sqrt(max(float(_colsq(resid).mean()), 0.0))
+    z1n = z1 @ ny.w @ e  # Fc^T u_i for the Nystrom eigenvectors, C x k'
+    inc = _colsq(z1n)
+    total_f = float(np.trace(mff))
+    kk = lam.size if k is None else min(int(k), lam.size)
+    rho = lam / n
+    top = rho[0] if rho.size and rho[0] > 0 else 1.0
+    # tr(G)^2 / ||G||_F^2 with tr(G) exact and ||G||_F^2 estimated
+    pr = trace**2 / b_bar
+    live = int(np.count_nonzero(rho > 100.0 * work_eps * top))
+    spec = Spectrum(
+        eigenvalues=rho[:kk].copy(),
+        relative_eigenvalue=(rho / top)[:kk].copy(),
+        cumulative_utilization=_cumulative_share(inc, total_f)[:kk].copy(),
+        cumulative_quality=None,
+        effective_rank=float("nan"),
+        participation_ratio=float(pr),
+        feature_rank=live,
+        dlr=res.value,
+        n=int(n),
+        p=int(p),
+        C=int(span.C),
+        k=int(kk),
+        rank_tol=100.0 * work_eps,
+        method=method,
+        eigenvalue_error=float(resid_fro / n),
+    )
+    return res, spec
+
+
+# ---------------------------------------------------------------------------------------------- one pass
+
+
+class DLRSketch:
+    """One-pass, mergeable sketch of (features, outputs) for D_LR and the top of the spectrum, in O(p s) memory.
+
+    Keeps ``G Omega`` (p x s), ``Fc^T Phic Omega`` (C x s), ``Fc^T Fc`` (C x C), the means and ``tr G`` for a
+    Gaussian test matrix ``Omega`` of ``s = rank + oversample + probes`` columns drawn from ``seed``: the p x p
+    Gram is never formed. Sketches with the same ``seed`` and parameters merge exactly like
+    :class:`~dlrcore.DLRStats` (batches and processes in any split give the same state up to rounding). Arrays
+    of any array-API library (CuPy on a GPU) are accumulated in their own namespace and device.
+
+    Parameters
+    ----------
+    rank : int
+        Leading feature directions the Nystrom part captures (and spectrum modes returned).
+    oversample : int
+        Extra Nystrom columns.
+    probes : int
+        Stochastic probes for the residual and the error estimate (at least 4).
+    seed : int
+        Seed of ``Omega``; processes that will be merged must use the same one.
+    precision : {"auto", "float32", "float64"}
+        Product precision: ``"auto"`` is float32 for data of 32 bits or fewer, float64 for float64 data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(4000, 300)) * (1 / np.arange(1, 301)); out = phi @ rng.normal(size=(300, 4))
+    >>> sk = DLRSketch(rank=32, seed=1)
+    >>> for i in range(0, 4000, 1000):
+    ...     _ = sk.update(phi[i:i + 1000], out[i:i + 1000])
+    >>> res = sk.result()
+    >>> exact = __import__("dlrcore").dlr(phi, out).value
+    >>> abs(res.value - exact) <= res.error_estimate
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int = DEFAULT_RANK,
+        oversample: int = DEFAULT_OVERSAMPLE,
+        probes: int = DEFAULT_PROBES,
+        seed: int = 0,
+        precision: str = "auto",
+    ) -> None:
+        _check_params(rank, oversample, probes)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.rank, self.oversample, self.probes = int(rank), int(oversample), int(probes)
+        self.seed, self.precision = int(seed), precision
+        self._acc: _Accumulator | None = None
+        self._p: int | None = None
+        self._C: int | None = None
+        self._data_eps = 0.0
+
+    @property
+    def n(self) -> int:
+        """Samples accumulated."""
+        return 0 if self._acc is None else self._acc.n
+
+    @property
+    def p(self) -> int | None:
+        """Feature width (None before the first batch)."""
+        return self._p
+
+    @property
+    def C(self) -> int | None:
+        """Output width (None before the first batch)."""
+        return self._C
+
+    @property
+    def sketch_size(self) -> int:
+        """Columns of the Nystrom part, ``min(rank + oversample, p)``."""
+        return min(self.rank + self.oversample, self._p or self.rank + self.oversample)
+
+    def __repr__(self) -> str:
+        return (
+            f"DLRSketch(n={self.n}, p={self._p}, C={self._C}, rank={self.rank}, oversample={self.oversample}, "
+            f"probes={self.probes}, seed={self.seed})"
+        )
+
+    def _omega(self, p: int) -> np.ndarray:
+        s1 = min(self.rank + self.oversample, p)
+        return np.hstack([_gaussian(self.seed, (p, s1), 0), _gaussian(self.seed, (p, self.probes), 1)])
+
+    def update(self, features: Any, outputs: Any) -> "DLRSketch":
+        """Add a batch of rows (features n_b x p, outputs n_b x C). A rejected batch leaves the sketch as it was.
+
+        Raises
+        ------
+        DLRInputError
+            For mismatched shapes or n, widths that differ from earlier batches, NaN/Inf or overflow.
+        """
+        xp, x, f = _validate_pair(features, outputs, self._p, self._C)
+        acc = self._acc
+        if acc is None:
+            work = _work_dtype(xp, x.dtype, self.precision)
+            omega = self._omega(x.shape[1])
+            cross = exact_cross(f.shape[1], omega.shape[1])
+            acc = _Accumulator(
+                xp, device_array(xp, omega, x), work, need_z=not cross, need_ff=True, need_cross=cross
+            )
+        elif not (is_numpy(xp) and is_numpy(acc.xp)) and xp is not acc.xp:
+            raise DLRInputError("this batch comes from another array library than the sketch's earlier batches")
+        try:
+            parts = acc.batch(x, f)
+        except _BadBatch as bad:
+            raise _explain_bad(xp, x, f, str(bad)) from None
+        acc.add(parts)
+        if self._acc is None:
+            self._acc, self._p, self._C = acc, x.shape[1], f.shape[1]
+        self._data_eps = max(self._data_eps, _dtype_eps(x.dtype), _dtype_eps(f.dtype))
+        return self
+
+    def _compat(self, other: "DLRSketch") -> None:
+        if not isinstance(other, DLRSketch):
+            raise TypeError(f"can only merge DLRSketch with DLRSketch, not {type(other).__name__}")
+        mine = (self.rank, self.oversample, self.probes, self.seed)
+        theirs = (other.rank, other.oversample, other.probes, other.seed)
+        if mine != theirs:
+            raise DLRInputError(f"cannot merge sketches with different (rank, oversample, probes, seed): {mine} vs {theirs}")
+        if self._acc is not None and other._acc is not None and (self._p, self._C) != (other._p, other._C):
+            raise DLRInputError(f"cannot merge sketches of widths (p, C) = {(self._p, self._C)} and {(other._p, other._C)}")
+
+    def merge(self, other: "DLRSketch") -> "DLRSketch":
+        """Add another sketch's rows to this one (same seed and parameters); ``other`` is unchanged."""
+        self._compat(other)
+        if other._acc is None:
+            return self
+        if self._acc is None:
+            self._acc = _copy_acc(other._acc)
+            self._p, self._C = other._p, other._C
+        else:
+            if self._acc.work != other._acc.work:
+                raise DLRInputError("cannot merge sketches accumulated in different precisions")
+            self._acc.add(other._acc.state())
+        self._data_eps = max(self._data_eps, other._data_eps)
+        return self
+
+    def __add__(self, other: "DLRSketch") -> "DLRSketch":
+        return self.copy().merge(other)
+
+    def __radd__(self, other: object) -> "DLRSketch":
+        if other == 0:  # sum([...])
+            return self.copy()
+        return NotImplemented
+
+    def copy(self) -> "DLRSketch":
+        """An independent copy."""
+        new = DLRSketch(rank=self.rank, oversample=self.oversample, probes=self.probes, seed=self.seed,
+                        precision=self.precision)
+        new._acc = None if self._acc is None else _copy_acc(self._acc)
+        new._p, new._C, new._data_eps = self._p, self._C, self._data_eps
+        return new
+
+    def _host(self) -> dict[str, Any]:
+        acc = self._acc
+        if acc is None or acc.n == 0:
+            raise DLRInputError("no data: call update() with at least one batch first")
+        s1 = self.sketch_size
+        om, y = to_numpy(acc.omega64), to_numpy(acc.y)
+        mfp = None if acc.mfp is None else to_numpy(acc.mfp)
+        z = mfp @ om if mfp is not None else to_numpy(acc.z)
+        return dict(
+            n=acc.n,
+            p=self._p,
+            mean_f=to_numpy(acc.mean_f),
+            mff=to_numpy(acc.mff),
+            mfp=mfp,
+            omega1=om[:, :s1],
+            y1=y[:, :s1],
+            z1=z[:, :s1],
+            omega2=om[:, s1:],
+            y2=y[:, s1:],
+            z2=z[:, s1:],
+            trace=float(acc.trace),
+            work_eps=_dtype_eps(acc.work),
+            precision=_dtype_name(acc.work),
+        )
+
+    def result(self, rtol: float | None = None) -> DLRResult:
+        """D_LR estimated from the sketch, with ``error_estimate`` (see the module docs).
+
+        Parameters
+        ----------
+        rtol : float, optional
+            Output-span tolerance, as in :meth:`dlrcore.DLRStats.result`.
+
+        Returns
+        -------
+        DLRResult
+            ``method == "sketch"``, with ``error_estimate``, ``sketch_size``, ``probes`` and ``passes = 1``.
+        """
+        return self._estimate(rtol, None)[0]
+
+    def spectrum(self, k: int | None = None, *, rtol: float | None = None, name: str = "") -> Spectrum:
+        """Top-``k`` eigenvalues of the feature covariance and utilization on them (Nystrom approximation).
+
+        Eigenvalues are at most the true ones, low by at most ``eigenvalue_error`` (an estimate of
+        ``||G - G_hat||_F / n``); ``effective_rank`` is NaN (it needs the whole spectrum) and the participation
+        ratio uses the estimated ``||G||_F``. No quality curve (labels are not sketched).
+        """
+        spec = self._estimate(rtol, k)[1]
+        return spec.with_name(name) if name else spec
+
+    def _estimate(self, rtol: float | None, k: int | None) -> tuple[DLRResult, Spectrum]:
+        h = self._host()
+        return _estimate(
+            mode="nystrom",
+            rtol=rtol,
+            data_eps=self._data_eps,
+            method="sketch",
+            passes=1,
+            k=k,
+            **h,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the sketch to one ``.npz`` file atomically (host copies of device arrays)."""
+        arrays: dict[str, Any] = {
+            "params": np.array([self.rank, self.oversample, self.probes, self.seed]),
+            "precision": np.array(self.precision),
+            "p": np.array(-1 if self._p is None else self._p),
+            "C": np.array(-1 if self._C is None else self._C),
+            "data_eps": np.array(self._data_eps),
+            "n": np.array(self.n, dtype=np.int64),
+        }
+        acc = self._acc
+        if acc is not None:
+            arrays.update(
+                work=np.array(_dtype_name(acc.work)),
+                omega=to_numpy(acc.omega64),
+                mean_x=to_numpy(acc.mean_x),
+                mean_f=to_numpy(acc.mean_f),
+                y=to_numpy(acc.y),
+                mff=to_numpy(acc.mff),
+                **({"z": to_numpy(acc.z)} if acc.mfp is None else {"mfp": to_numpy(acc.mfp)}),
+                trace=np.array(acc.trace),
+            )
+        return atomic_savez(path, _MAGIC, _FORMAT_VERSION, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "DLRSketch":
+        """Read a sketch written by :meth:`save` (as NumPy arrays on the host)."""
+        data = read_npz(path, _MAGIC, _FORMAT_VERSION)
+        try:
+            rank, over, probes, seed = (int(v) for v in data["params"])
+            sk = cls(rank=rank, oversample=over, probes=probes, seed=seed, precision=str(data["precision"]))
+            sk._data_eps = float(data["data_eps"])
+            if int(data["n"]):
+                sk._p, sk._C = int(data["p"]), int(data["C"])
+                cross = "mfp" in data
+                acc = _Accumulator(
+                    np, data["omega"], np.dtype(str(data["work"])), need_z=not cross, need_ff=True, need_cross=cross
+                )
+                acc.n = int(data["n"])
+                acc.mean_x, acc.mean_f = data["mean_x"], data["mean_f"]
+                acc.y, acc.mff, acc.trace = data["y"], data["mff"], float(data["trace"])
+                if cross:
+                    acc.mfp = data["mfp"]
+                else:
+                    acc.z = data["z"]
+                if acc.omega64.shape != (sk._p, sk.sketch_size + probes):
+                    raise ValueError(f"test matrix of shape {acc.omega64.shape} does not match the parameters")
+                sk._acc = acc
+        except KeyError as exc:
+            raise DLRInputError(f"{path}: damaged sketch file, missing field {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise DLRInputError(f"{path}: damaged sketch file ({exc})") from exc
+        return sk
+
+
+def _copy_acc(acc: _Accumulator) -> _Accumulator:
+    new = _Accumulator(
+        acc.xp, acc.omega64, acc.work, need_z=acc.need_z, need_ff=acc.need_ff, need_cross=acc.need_cross
+    )
+    new.n, new.trace = acc.n, acc.trace
+    copy = (lambda a: None if a is None else acc.xp.asarray(a, copy=True))  # noqa: E731
+    new.mean_x, new.mean_f = copy(acc.mean_x), copy(acc.mean_f)
+    new.y, new.z, new.mff, new.mfp = copy(acc.y), copy(acc.z), copy(acc.mff), copy(acc.mfp)
+    return new
+
+
+# ---------------------------------------------------------------------------------------------- multi-pass
+
+
+def exact_cross(C: int, sketch_columns: int) -> bool:
+    """Keep the exact cross moments ``Fc^T Phic`` (C x p) when they cost no more than the sketch's own products.
+
+    Then ``A = ||Q^T Phic||^2`` is exact and only ``||G||_F`` is estimated.
+    """
+    return int(C) <= int(sketch_columns)
+
+
+def block_rows(p: int, itemsize: int = 4) -> int:
+    """Rows per block when streaming an in-memory array of width ``p``: about :data:`BLOCK_BYTES`, 256 or more."""
+    return max(256, BLOCK_BYTES // max(1, p * itemsize))
+
+
+def _blocks(n: int, rows: int) -> Iterable[slice]:
+    return (slice(i, min(i + rows, n)) for i in range(0, n, rows))
+
+
+def _orth(xp: ModuleType, y: Any) -> Any:
+    if is_numpy(xp):  # numpy.linalg runs its own BLAS threads; scipy's QR is the fast one here
+        return scipy.linalg.qr(y, mode="economic", check_finite=False)[0]
+    q, _ = xp.linalg.qr(y)
+    return q
+
+
+def randomized_dlr(
+    features: Any,
+    outputs: Any,
+    *,
+    rank: int = DEFAULT_RANK,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    power_iters: int = 1,
+    probes: int = DEFAULT_PROBES,
+    seed: int = 0,
+    rtol: float | None = None,
+    precision: str = "auto",
+    batch_rows: int | None = None,
+    progress: bool = False,
+    return_spectrum: bool = False,
+) -> DLRResult | tuple[DLRResult, Spectrum]:
+    """D_LR by a randomized range finder on the feature Gram, streaming row blocks of the arrays.
+
+    ``power_iters + 2`` passes over the rows: one for the means, the output statistics and ``G Omega``, one per
+    power iteration (``G V`` for the QR-orthonormalised previous product), and a last one for ``G V``,
+    ``Fc^T Phic V`` and the probes (orthogonal to ``V``). Memory is O((p + C) s + C^2) beyond one block of rows.
+
+    Parameters
+    ----------
+    features, outputs : array_like
+        n x p and n x C arrays (NumPy, memory-mapped, CuPy or any array-API array); never copied whole.
+    rank, oversample : int
+        The range finder keeps ``rank + oversample`` directions.
+    power_iters : int
+        QR-normalised power iterations (each one more pass); 1 is plenty for D_LR, more sharpens the spectrum.
+    probes : int
+        Stochastic probes of the residual (at least 4).
+    seed : int
+        Random seed.
+    rtol, precision
+        As in :func:`dlrcore.dlr`.
+    batch_rows : int, optional
+        Rows per block (default about 64 MiB of features).
+    progress : bool
+        Show a progress bar on stderr for long runs.
+    return_spectrum : bool
+        Also return the top-``rank`` :class:`~dlrcore.Spectrum`.
+
+    Returns
+    -------
+    DLRResult or (DLRResult, Spectrum)
+        ``method == "randomized"`` with ``error_estimate``.
+
+    References
+    ----------
+    N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with randomness", SIAM Review 53 (2011).
+    R. A. Meyer, C. Musco, C. Musco, D. P. Woodruff, "Hutch++: optimal stochastic trace estimation", SOSA 2021.
+
+    Examples
+    --------
+    >>> import numpy as np, dlrcore
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(3000, 200)) / np.arange(1, 201); out = phi @ rng.normal(size=(200, 5))
+    >>> res = randomized_dlr(phi, out, rank=16)
+    >>> abs(res.value - dlrcore.dlr(phi, out).value) <= res.error_estimate
+    True
+    """
+    _check_params(rank, oversample, probes)
+    if int(power_iters) != power_iters or power_iters < 0:
+        raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
+    xp, x, f = _validate_pair(features, outputs, None, None)
+    n, p = x.shape
+    rows = int(batch_rows) if batch_rows else block_rows(p)
+    work = _work_dtype(xp, x.dtype, precision)
+    s1 = min(rank + oversample, p)
+    data_eps = max(_dtype_eps(x.dtype), _dtype_eps(f.dtype))
+    total_passes = int(power_iters) + 2
+    bar = Progress(n * total_passes, "randomized D_LR", enabled=progress, unit="rows")
+
+    def run(omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False) -> _Accumulator:
+        om = device_array(xp, omega, x) if isinstance(omega, np.ndarray) else omega
+        acc = _Accumulator(xp, om, work, need_z=need_z, need_ff=need_ff, need_cross=need_cross)
+        for sl in _blocks(n, rows):
+            xb, fb = x[sl], f[sl]
+            try:
+                acc.add(acc.batch(xb, fb))
+            except _BadBatch as bad:
+                raise _explain_bad(xp, xb, fb, str(bad)) from None
+            bar.advance(sl.stop - sl.start)
+        return acc
+
+    with bar:
+        cross = exact_cross(f.shape[1], s1 + int(probes))
+        first = run(_gaussian(seed, (p, s1), 0), need_z=False, need_ff=True, need_cross=cross)
+        y = first.y
+        for _ in range(int(power_iters)):
+            y = run(_orth(xp, y), need_z=False, need_ff=False).y
+        v = _orth(xp, y)
+        g = device_array(xp, _gaussian(seed, (p, int(probes)), 1), x)
+        g = g - v @ (v.T @ g)
+        last = run(xp.concat([v, g], axis=1), need_z=not cross, need_ff=False)
+    om = to_numpy(last.omega64)
+    mfp = to_numpy(first.mfp) if cross else None
+    yy = to_numpy(last.y)
+    zz = mfp @ om if cross else to_numpy(last.z)
+    res, spec = _estimate(
+        mode="orth",
+        n=n,
+        p=p,
+        mean_f=to_numpy(first.mean_f),
+        mff=to_numpy(first.mff),
+        mfp=mfp,
+        omega1=om[:, :s1],
+        y1=yy[:, :s1],
+        z1=zz[:, :s1],
+        omega2=om[:, s1:],
+        y2=yy[:, s1:],
+        z2=zz[:, s1:],
+        trace=float(first.trace),
+        rtol=rtol,
+        data_eps=data_eps,
+        work_eps=_dtype_eps(work),
+        precision=_dtype_name(work),
+        method="randomized",
+        passes=total_passes,
+        k=rank,
+    )
+    return (res, spec) if return_spectrum else res
+
+
+def sketch_memory_bytes(p: int, C: int, *, rank: int = DEFAULT_RANK, oversample: int = DEFAULT_OVERSAMPLE,
+                        probes: int = DEFAULT_PROBES, block_bytes: int = BLOCK_BYTES) -> int:
+    """Approximate peak bytes of the sketch path: float64 state, test matrices and one block of rows."""
+    s = min(rank + oversample, p) + probes
+    return int(8 * (3 * p * s + 2 * C * s + 2 * C * C) + 2 * block_bytes)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (``MemAvailable`` on Linux, else physical memory / 2)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def exact_memory_bytes(p: int, C: int, itemsize: int = 4) -> int:
+    """Approximate peak bytes of the exact path's state for widths p and C (float64 co-moments, product-precision
+    pending Gram, a copy while finishing, and the staging buffer)."""
+    from .moments import stage_capacity
+
+    q = int(p) + int(C)
+    work = np.dtype(np.float32 if itemsize <= 4 else np.float64)
+    return int((16 + itemsize) * q * q + stage_capacity(q, work) * (q * itemsize + 8 * int(C)))
+
+
+def choose_method(
+    features: Any,
+    outputs: Any,
+    *,
+    max_memory: int | None = None,
+    rank: int = DEFAULT_RANK,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    probes: int = DEFAULT_PROBES,
+) -> str:
+    """``"exact"`` when the exact statistics fit in ``max_memory`` bytes (default half the available memory) and
+    the arrays are host arrays, else ``"sketch"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> choose_method(np.zeros((10, 100)), np.zeros((10, 3)))
+    'exact'
+    >>> choose_method(np.zeros((10, 100_000), np.float32), np.zeros((10, 3)), max_memory=2**30)
+    'sketch'
+    """
+    shape_x = tuple(getattr(features, "shape", np.shape(features)))
+    shape_f = tuple(getattr(outputs, "shape", np.shape(outputs)))
+    if len(shape_x) != 2:
+        raise DLRInputError(f"features: expected a 2-D array (samples x columns), got shape {shape_x}")
+    p = int(shape_x[1])
+    C = int(shape_f[1]) if len(shape_f) == 2 else 1
+    budget = int(max_memory) if max_memory is not None else available_memory() // 2
+    itemsize = int(getattr(getattr(features, "dtype", None), "itemsize", 8) or 8)
+    host = type(features).__module__.split(".")[0] in ("numpy", "builtins") or isinstance(features, np.ndarray)
+    if host and exact_memory_bytes(p, C, min(itemsize, 8)) <= budget:
+        return "exact"
+    return "sketch"
+
+
+def sketch_arrays(
+    features: Any,
+    outputs: Any,
+    *,
+    rank: int = DEFAULT_RANK,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    probes: int = DEFAULT_PROBES,
+    seed: int = 0,
+    precision: str = "auto",
+    batch_rows: int | None = None,
+    progress: bool = False,
+) -> DLRSketch:
+    """A :class:`DLRSketch` of whole arrays, streamed in row blocks (no copy of the arrays).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(2000, 50)); sk = sketch_arrays(phi, phi[:, :3], rank=8)
+    >>> sk.n, sk.p, sk.C
+    (2000, 50, 3)
+    """
+    xp, x, f = _validate_pair(features, outputs, None, None)
+    n, p = x.shape
+    rows = int(batch_rows) if batch_rows else block_rows(p)
+    sk = DLRSketch(rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision)
+    with Progress(n, "sketch D_LR", enabled=progress, unit="rows") as bar:
+        for sl in _blocks(n, rows):
+            sk.update(x[sl], f[sl])
+            bar.advance(sl.stop - sl.start)
+    return sk
