@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .accumulate import exact_arrays
+from .backend import is_numpy, prepare
 from .inputs import DLRInputError
 from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init
 from .result import DLRResult
@@ -127,6 +129,8 @@ def dlr(
         method = choose_method(features, outputs, max_memory=max_memory, rank=rank, oversample=oversample,
                                probes=probes)
     if method == "exact":
+        if not is_numpy(prepare(features, "features")[0]):  # CuPy / array-API arrays: moments on their device
+            return exact_arrays(features, outputs, rtol=rtol, precision=precision)
         return DLRStats(precision=precision).update(features, outputs).result(rtol=rtol)
     if method == "randomized":
         return randomized_dlr(

@@ -9,11 +9,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .arrayfiles import open_array
 from .inputs import DLRInputError
 from .progress import Progress
+from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch, method_for_widths
 from .stats import DLRStats
 
 __all__ = ["main"]
@@ -30,7 +32,22 @@ def _batch_rows(row_bytes: int, requested: int | None) -> int:
     return max(1024, (64 * 2**20) // max(row_bytes, 1))
 
 
-def _accumulate(args: argparse.Namespace, label: str) -> DLRStats:
+def _new_stats(args: argparse.Namespace, feats: Any, outputs: Any) -> DLRStats | DLRSketch:
+    """Exact statistics, or a one-pass sketch for ``--method sketch`` (or ``auto`` when exact does not fit)."""
+    method = getattr(args, "method", "exact")
+    if method == "auto":
+        C = outputs.shape[1] if len(outputs.shape) == 2 else 1
+        row_bytes = feats.nbytes // max(feats.rows, 1)
+        itemsize = max(1, row_bytes // max(feats.shape[1], 1))
+        method = method_for_widths(feats.shape[1], C, itemsize=itemsize, max_memory=args.max_memory)
+    if method == "sketch":
+        if args.labels:
+            raise DLRInputError("--labels is not supported with the sketch method (labels are not sketched)")
+        return DLRSketch(rank=args.rank, probes=args.probes, seed=args.seed, precision=args.precision)
+    return DLRStats(precision=args.precision, num_classes=args.num_classes)
+
+
+def _accumulate(args: argparse.Namespace, label: str) -> DLRStats | DLRSketch:
     """Stream FEATURES (and OUTPUTS or --weight, and --labels) from files into a DLRStats."""
     feats = open_array(args.features)
     if len(feats.shape) != 2:
@@ -52,8 +69,8 @@ def _accumulate(args: argparse.Namespace, label: str) -> DLRStats:
     else:
         if getattr(args, "bias", None):
             raise DLRInputError("--bias needs --weight")
-        stats = DLRStats(precision=args.precision, num_classes=args.num_classes)
         sources["outputs"] = open_array(args.outputs)
+        stats = _new_stats(args, feats, sources["outputs"])
     if args.labels:
         sources["labels"] = open_array(args.labels)
     for src in sources.values():
@@ -67,7 +84,10 @@ def _accumulate(args: argparse.Namespace, label: str) -> DLRStats:
         for start, x in feats.batches(rows):
             stop = start + x.shape[0]
             parts = {k: s.read(start, stop) for k, s in sources.items()}
-            stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
+            if isinstance(stats, DLRSketch):
+                stats.update(x, parts["outputs"])
+            else:
+                stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
             bar.advance(x.shape[0])
     if args.save_stats:
         stats.save(args.save_stats)
@@ -77,7 +97,7 @@ def _accumulate(args: argparse.Namespace, label: str) -> DLRStats:
 def _compute(args: argparse.Namespace) -> int:
     stats = _accumulate(args, "dlr compute")
     res = stats.result(rtol=args.rtol)
-    nc1 = stats.nc1() if stats.label_kind == "classes" else None
+    nc1 = stats.nc1() if isinstance(stats, DLRStats) and stats.label_kind == "classes" else None
     if args.json:
         d = res.to_dict()
         if nc1 is not None:
@@ -114,13 +134,24 @@ def _plot(args: argparse.Namespace) -> int:
         raise DLRInputError(f"--names gives {len(names)} names for {len(args.stats)} statistics files")
     spectra = []
     for path, name in zip(args.stats, names):
-        st = DLRStats.load(path)
+        st = _load_any(path)
         spectra.append(st.spectrum(args.k, rtol=args.rtol, name=name or _stem(path)))
     plot.spectrum(spectra, path=args.out, title=args.title)
     for sp in spectra:
         print(f"{sp.name}: D_LR = {sp.dlr:.4f}, effective rank {sp.effective_rank:.2f}, {sp.k} modes")
     print(f"figure written to {args.out}")
     return 0
+
+
+def _load_any(path: str) -> DLRStats | DLRSketch:
+    """Exact statistics or a sketch, whichever the file holds."""
+    try:
+        return DLRStats.load(path)
+    except DLRInputError as exc:
+        try:
+            return DLRSketch.load(path)
+        except DLRInputError:
+            raise exc from None
 
 
 def _stem(path: str) -> str:
@@ -160,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto")
         c.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: about 64 MiB)")
         c.add_argument("--save-stats", metavar="FILE.npz", help="also save the sufficient statistics")
+        c.add_argument(
+            "--method",
+            choices=("exact", "sketch", "auto"),
+            default="exact",
+            help="exact statistics, a one-pass sketch (O(p k) memory, with an error estimate), or auto "
+            "(exact when it fits in --max-memory)",
+        )
+        c.add_argument("--rank", type=int, default=DEFAULT_RANK, help="sketch: directions captured exactly")
+        c.add_argument("--probes", type=int, default=DEFAULT_PROBES, help="sketch: stochastic probes")
+        c.add_argument("--seed", type=int, default=0, help="sketch: random seed")
+        c.add_argument("--max-memory", type=float, default=None, help="auto: byte budget (default half the free RAM)")
         c.add_argument("--json", action="store_true", help="print the result as JSON")
         prog = c.add_mutually_exclusive_group()
         prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,10 +39,22 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .backend import astype, device_array, is_numpy, prepare, to_numpy
+from .accumulate import (
+    BLOCK_BYTES,
+    Accumulator,
+    BadBatch,
+    block_rows,
+    copy_accumulator,
+    dtype_eps,
+    dtype_name,
+    explain_bad,
+    row_blocks,
+    validate_pair,
+    work_dtype,
+)
+from .backend import device_array, is_numpy, to_numpy
 from .exact import _finish, output_span
-from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
-from .moments import _fused_kernel
+from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
 from .spectrum import Spectrum, _cumulative_share
@@ -59,6 +70,7 @@ __all__ = [
     "choose_method",
     "exact_cross",
     "exact_memory_bytes",
+    "method_for_widths",
     "randomized_dlr",
     "sketch_arrays",
     "sketch_memory_bytes",
@@ -76,31 +88,6 @@ ERROR_Z = 3.0
 _MAGIC = "dlrcore.DLRSketch"
 _FORMAT_VERSION = 1
 
-#: Rows per block when an in-memory array is streamed (about this many bytes of features per block).
-BLOCK_BYTES = 64 * 2**20
-
-
-def _work_dtype(xp: ModuleType, dtype: Any, precision: str) -> Any:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float64" or (precision == "auto" and dtype == xp.float64):
-        return xp.float64
-    return xp.float32
-
-
-def _dtype_name(dtype: Any) -> str:
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return str(getattr(dtype, "name", dtype)).split(".")[-1]  # array-API dtype objects
-
-
-def _dtype_eps(dtype: Any) -> float:
-    """Machine epsilon of a float dtype of any namespace (bfloat16 and other 16-bit floats: 2**-8)."""
-    name = _dtype_name(dtype)
-    return float(np.finfo(np.dtype(name)).eps) if name in ("float16", "float32", "float64") else 2.0**-8
-
-
 def _gaussian(seed: int, shape: tuple[int, int], stream: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(stream)]).standard_normal(shape)
 
@@ -112,145 +99,6 @@ def _check_params(rank: int, oversample: int, probes: int) -> None:
         raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
     if int(probes) != probes or probes < 4:
         raise ValueError(f"probes must be an integer >= 4 (the error estimate needs a sample variance), got {probes!r}")
-
-
-class _Accumulator:
-    """Centered ``G Omega``, ``Fc^T Phic Omega``, ``Fc^T Fc``, means and ``tr G`` of streamed rows, mergeable.
-
-    Every batch is centered about the running mean ``K`` (its own mean for the first batch); its exact residual
-    mean ``r`` gives the batch's centered products (``z^T z Omega - m r (r^T Omega)``), which Chan's update merges
-    into the float64 state. All arrays live in the namespace and on the device of the first batch.
-    """
-
-    def __init__(
-        self, xp: ModuleType, omega: Any, work: Any, *, need_z: bool, need_ff: bool, need_cross: bool = False
-    ) -> None:
-        self.xp = xp
-        self.need_cross = need_cross
-        self.omega64 = omega  # p x s, float64, on the device
-        self.omega_w = astype(xp, omega, work)
-        self.work = work
-        self.need_z = need_z
-        self.need_ff = need_ff
-        self.n = 0
-        self.mean_x: Any = None
-        self.mean_f: Any = None
-        self.y: Any = None
-        self.z: Any = None
-        self.mff: Any = None
-        self.mfp: Any = None  # exact Fc^T Phic (C x p), kept when C is small next to the sketch
-        self.trace = 0.0
-
-    def batch(self, x: Any, f: Any) -> tuple:
-        """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged)."""
-        xp, work = self.xp, self.work
-        nb = x.shape[0]
-        f64 = xp.float64
-        if self.n:
-            k = astype(xp, self.mean_x, work)
-        else:
-            k = astype(xp, xp.sum(astype(xp, x, work), axis=0, dtype=f64) / nb, work)
-        xw = x if x.dtype == work else None
-        fused = _fused_kernel() if is_numpy(xp) else None
-        if fused is not None:  # one pass: x - K written once, float64 column sums and sum of squares
-            xc = np.empty(x.shape, dtype=work)
-            sx, sq = fused(x, k, xc)
-        else:
-            xc = (xw if xw is not None else astype(xp, x, work)) - k
-            sx = xp.sum(xc, axis=0, dtype=f64)
-            sq = float(xp.sum(xc * xc, dtype=f64)) if not is_numpy(xp) else _sumsq(xc)
-        r = sx / nb
-        if not (math.isfinite(sq) and bool(xp.all(xp.isfinite(sx)))):
-            raise _BadBatch("features")
-        mean_b = astype(xp, k, f64) + r
-        t = xc @ self.omega_w
-        r_om = r @ self.omega64
-        yb = astype(xp, xc.T @ t, f64) - nb * (r[:, None] * r_om[None, :])
-        trace_b = sq - nb * float(xp.sum(r * r))
-        fb64 = astype(xp, f, f64)
-        mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
-        if not bool(xp.all(xp.isfinite(mean_fb))):
-            raise _BadBatch("outputs")
-        fc64 = fb64 - mean_fb
-        zb = mffb = mfpb = None
-        if self.need_z or self.need_cross:
-            fcw = astype(xp, fc64, work)
-            sf = xp.sum(astype(xp, fcw, f64), axis=0)  # not exactly zero after rounding to the work precision
-        if self.need_z:
-            zb = astype(xp, fcw.T @ t, f64) - sf[:, None] * r_om[None, :]
-        if self.need_cross:
-            mfpb = astype(xp, fcw.T @ xc, f64) - sf[:, None] * r[None, :]
-        if self.need_ff:
-            mffb = fc64.T @ fc64
-            if not bool(xp.all(xp.isfinite(mffb))):
-                raise _BadBatch("outputs")
-        return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
-
-    def add(self, parts: tuple) -> None:
-        """Chan's merge of a batch (or of another accumulator's state) into this one."""
-        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = parts
-        xp = self.xp
-        if self.n == 0:
-            self.n, self.mean_x, self.mean_f = nb, mean_b, mean_fb
-            self.y, self.z, self.mff, self.mfp, self.trace = yb, zb, mffb, mfpb, trace_b
-            return
-        n = self.n + nb
-        w = self.n * nb / n
-        d = mean_b - self.mean_x
-        df = mean_fb - self.mean_f
-        d_om = d @ self.omega64
-        self.y = self.y + yb + w * (d[:, None] * d_om[None, :])
-        if self.need_z:
-            self.z = self.z + zb + w * (df[:, None] * d_om[None, :])
-        if self.need_ff:
-            self.mff = self.mff + mffb + w * (df[:, None] * df[None, :])
-        if self.need_cross:
-            self.mfp = self.mfp + mfpb + w * (df[:, None] * d[None, :])
-        self.trace = self.trace + trace_b + w * float(xp.sum(d * d))
-        self.mean_x = self.mean_x + d * (nb / n)
-        self.mean_f = self.mean_f + df * (nb / n)
-        self.n = n
-
-    def state(self) -> tuple:
-        return self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace
-
-
-class _BadBatch(Exception):
-    pass
-
-
-def _sumsq(a: np.ndarray) -> float:
-    flat = a.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.dot(flat, flat))
-
-
-def _validate_pair(x: Any, f: Any, p: int | None, C: int | None) -> tuple[ModuleType, Any, Any]:
-    xp, x = prepare(x, "features")
-    xf, f = prepare(f, "outputs", allow_1d=True)
-    if xf is not xp and not (is_numpy(xf) and is_numpy(xp)):
-        raise DLRInputError("features and outputs must come from the same array library (and device)")
-    if x.shape[0] != f.shape[0]:
-        raise DLRInputError(f"features have {x.shape[0]} rows but outputs have {f.shape[0]}: mismatched n")
-    if x.shape[0] == 0:
-        raise DLRInputError("empty batch: features have 0 rows")
-    if x.shape[1] < 1 or f.shape[1] < 1:
-        raise DLRInputError(f"features and outputs need at least one column, got {x.shape} and {f.shape}")
-    if p is not None and x.shape[1] != p:
-        raise DLRInputError(f"features: expected {p} columns like earlier batches, got {x.shape[1]}")
-    if C is not None and f.shape[1] != C:
-        raise DLRInputError(f"outputs: expected {C} columns like earlier batches, got {f.shape[1]}")
-    return xp, x, f
-
-
-def _explain_bad(xp: ModuleType, x: Any, f: Any, which: str) -> DLRInputError:
-    """Name the first non-finite or overflowing entry of a rejected batch (only on the error path)."""
-    a = to_numpy(x if which == "features" else f)
-    try:
-        check_finite_and_bound(a, which, np.dtype(np.float32 if a.dtype.itemsize <= 4 else np.float64))
-    except DLRInputError as exc:
-        return DLRInputError(f"{exc}; the sketch was left unchanged")
-    return DLRInputError(f"{which}: values overflow the products; rescale them (D_LR is scale invariant)")
 
 
 # ---------------------------------------------------------------------------------------------- estimator
@@ -448,7 +296,7 @@ class DLRSketch:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.rank, self.oversample, self.probes = int(rank), int(oversample), int(probes)
         self.seed, self.precision = int(seed), precision
-        self._acc: _Accumulator | None = None
+        self._acc: Accumulator | None = None
         self._p: int | None = None
         self._C: int | None = None
         self._data_eps = 0.0
@@ -483,7 +331,7 @@ class DLRSketch:
         s1 = min(self.rank + self.oversample, p)
         return np.hstack([_gaussian(self.seed, (p, s1), 0), _gaussian(self.seed, (p, self.probes), 1)])
 
-    def update(self, features: Any, outputs: Any) -> "DLRSketch":
+    def update(self, features: Any, outputs: Any) -> DLRSketch:
         """Add a batch of rows (features n_b x p, outputs n_b x C). A rejected batch leaves the sketch as it was.
 
         Raises
@@ -491,28 +339,28 @@ class DLRSketch:
         DLRInputError
             For mismatched shapes or n, widths that differ from earlier batches, NaN/Inf or overflow.
         """
-        xp, x, f = _validate_pair(features, outputs, self._p, self._C)
+        xp, x, f = validate_pair(features, outputs, self._p, self._C)
         acc = self._acc
         if acc is None:
-            work = _work_dtype(xp, x.dtype, self.precision)
+            work = work_dtype(xp, x.dtype, self.precision)
             omega = self._omega(x.shape[1])
             cross = exact_cross(f.shape[1], omega.shape[1])
-            acc = _Accumulator(
+            acc = Accumulator(
                 xp, device_array(xp, omega, x), work, need_z=not cross, need_ff=True, need_cross=cross
             )
         elif not (is_numpy(xp) and is_numpy(acc.xp)) and xp is not acc.xp:
             raise DLRInputError("this batch comes from another array library than the sketch's earlier batches")
         try:
             parts = acc.batch(x, f)
-        except _BadBatch as bad:
-            raise _explain_bad(xp, x, f, str(bad)) from None
+        except BadBatch as bad:
+            raise explain_bad(xp, x, f, str(bad)) from None
         acc.add(parts)
         if self._acc is None:
             self._acc, self._p, self._C = acc, x.shape[1], f.shape[1]
-        self._data_eps = max(self._data_eps, _dtype_eps(x.dtype), _dtype_eps(f.dtype))
+        self._data_eps = max(self._data_eps, dtype_eps(x.dtype), dtype_eps(f.dtype))
         return self
 
-    def _compat(self, other: "DLRSketch") -> None:
+    def _compat(self, other: DLRSketch) -> None:
         if not isinstance(other, DLRSketch):
             raise TypeError(f"can only merge DLRSketch with DLRSketch, not {type(other).__name__}")
         mine = (self.rank, self.oversample, self.probes, self.seed)
@@ -522,13 +370,13 @@ class DLRSketch:
         if self._acc is not None and other._acc is not None and (self._p, self._C) != (other._p, other._C):
             raise DLRInputError(f"cannot merge sketches of widths (p, C) = {(self._p, self._C)} and {(other._p, other._C)}")
 
-    def merge(self, other: "DLRSketch") -> "DLRSketch":
+    def merge(self, other: DLRSketch) -> DLRSketch:
         """Add another sketch's rows to this one (same seed and parameters); ``other`` is unchanged."""
         self._compat(other)
         if other._acc is None:
             return self
         if self._acc is None:
-            self._acc = _copy_acc(other._acc)
+            self._acc = copy_accumulator(other._acc)
             self._p, self._C = other._p, other._C
         else:
             if self._acc.work != other._acc.work:
@@ -537,19 +385,19 @@ class DLRSketch:
         self._data_eps = max(self._data_eps, other._data_eps)
         return self
 
-    def __add__(self, other: "DLRSketch") -> "DLRSketch":
+    def __add__(self, other: DLRSketch) -> DLRSketch:
         return self.copy().merge(other)
 
-    def __radd__(self, other: object) -> "DLRSketch":
+    def __radd__(self, other: object) -> DLRSketch:
         if other == 0:  # sum([...])
             return self.copy()
         return NotImplemented
 
-    def copy(self) -> "DLRSketch":
+    def copy(self) -> DLRSketch:
         """An independent copy."""
         new = DLRSketch(rank=self.rank, oversample=self.oversample, probes=self.probes, seed=self.seed,
                         precision=self.precision)
-        new._acc = None if self._acc is None else _copy_acc(self._acc)
+        new._acc = None if self._acc is None else copy_accumulator(self._acc)
         new._p, new._C, new._data_eps = self._p, self._C, self._data_eps
         return new
 
@@ -574,8 +422,8 @@ class DLRSketch:
             y2=y[:, s1:],
             z2=z[:, s1:],
             trace=float(acc.trace),
-            work_eps=_dtype_eps(acc.work),
-            precision=_dtype_name(acc.work),
+            work_eps=dtype_eps(acc.work),
+            precision=dtype_name(acc.work),
         )
 
     def result(self, rtol: float | None = None) -> DLRResult:
@@ -628,7 +476,7 @@ class DLRSketch:
         acc = self._acc
         if acc is not None:
             arrays.update(
-                work=np.array(_dtype_name(acc.work)),
+                work=np.array(dtype_name(acc.work)),
                 omega=to_numpy(acc.omega64),
                 mean_x=to_numpy(acc.mean_x),
                 mean_f=to_numpy(acc.mean_f),
@@ -640,7 +488,7 @@ class DLRSketch:
         return atomic_savez(path, _MAGIC, _FORMAT_VERSION, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "DLRSketch":
+    def load(cls, path: str | os.PathLike[str]) -> DLRSketch:
         """Read a sketch written by :meth:`save` (as NumPy arrays on the host)."""
         data = read_npz(path, _MAGIC, _FORMAT_VERSION)
         try:
@@ -650,7 +498,7 @@ class DLRSketch:
             if int(data["n"]):
                 sk._p, sk._C = int(data["p"]), int(data["C"])
                 cross = "mfp" in data
-                acc = _Accumulator(
+                acc = Accumulator(
                     np, data["omega"], np.dtype(str(data["work"])), need_z=not cross, need_ff=True, need_cross=cross
                 )
                 acc.n = int(data["n"])
@@ -670,17 +518,6 @@ class DLRSketch:
         return sk
 
 
-def _copy_acc(acc: _Accumulator) -> _Accumulator:
-    new = _Accumulator(
-        acc.xp, acc.omega64, acc.work, need_z=acc.need_z, need_ff=acc.need_ff, need_cross=acc.need_cross
-    )
-    new.n, new.trace = acc.n, acc.trace
-    copy = (lambda a: None if a is None else acc.xp.asarray(a, copy=True))  # noqa: E731
-    new.mean_x, new.mean_f = copy(acc.mean_x), copy(acc.mean_f)
-    new.y, new.z, new.mff, new.mfp = copy(acc.y), copy(acc.z), copy(acc.mff), copy(acc.mfp)
-    return new
-
-
 # ---------------------------------------------------------------------------------------------- multi-pass
 
 
@@ -690,15 +527,6 @@ def exact_cross(C: int, sketch_columns: int) -> bool:
     Then ``A = ||Q^T Phic||^2`` is exact and only ``||G||_F`` is estimated.
     """
     return int(C) <= int(sketch_columns)
-
-
-def block_rows(p: int, itemsize: int = 4) -> int:
-    """Rows per block when streaming an in-memory array of width ``p``: about :data:`BLOCK_BYTES`, 256 or more."""
-    return max(256, BLOCK_BYTES // max(1, p * itemsize))
-
-
-def _blocks(n: int, rows: int) -> Iterable[slice]:
-    return (slice(i, min(i + rows, n)) for i in range(0, n, rows))
 
 
 def _orth(xp: ModuleType, y: Any) -> Any:
@@ -772,24 +600,24 @@ def randomized_dlr(
     _check_params(rank, oversample, probes)
     if int(power_iters) != power_iters or power_iters < 0:
         raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
-    xp, x, f = _validate_pair(features, outputs, None, None)
+    xp, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
     rows = int(batch_rows) if batch_rows else block_rows(p)
-    work = _work_dtype(xp, x.dtype, precision)
+    work = work_dtype(xp, x.dtype, precision)
     s1 = min(rank + oversample, p)
-    data_eps = max(_dtype_eps(x.dtype), _dtype_eps(f.dtype))
+    data_eps = max(dtype_eps(x.dtype), dtype_eps(f.dtype))
     total_passes = int(power_iters) + 2
     bar = Progress(n * total_passes, "randomized D_LR", enabled=progress, unit="rows")
 
-    def run(omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False) -> _Accumulator:
+    def run(omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False) -> Accumulator:
         om = device_array(xp, omega, x) if isinstance(omega, np.ndarray) else omega
-        acc = _Accumulator(xp, om, work, need_z=need_z, need_ff=need_ff, need_cross=need_cross)
-        for sl in _blocks(n, rows):
-            xb, fb = x[sl], f[sl]
+        acc = Accumulator(xp, om, work, need_z=need_z, need_ff=need_ff, need_cross=need_cross)
+        for sl in row_blocks(n, rows):
+            xb, fb = x[sl, ...], f[sl, ...]
             try:
                 acc.add(acc.batch(xb, fb))
-            except _BadBatch as bad:
-                raise _explain_bad(xp, xb, fb, str(bad)) from None
+            except BadBatch as bad:
+                raise explain_bad(xp, xb, fb, str(bad)) from None
             bar.advance(sl.stop - sl.start)
         return acc
 
@@ -823,8 +651,8 @@ def randomized_dlr(
         trace=float(first.trace),
         rtol=rtol,
         data_eps=data_eps,
-        work_eps=_dtype_eps(work),
-        precision=_dtype_name(work),
+        work_eps=dtype_eps(work),
+        precision=dtype_name(work),
         method="randomized",
         passes=total_passes,
         k=rank,
@@ -888,12 +716,16 @@ def choose_method(
     shape_f = tuple(getattr(outputs, "shape", np.shape(outputs)))
     if len(shape_x) != 2:
         raise DLRInputError(f"features: expected a 2-D array (samples x columns), got shape {shape_x}")
-    p = int(shape_x[1])
     C = int(shape_f[1]) if len(shape_f) == 2 else 1
-    budget = int(max_memory) if max_memory is not None else available_memory() // 2
     itemsize = int(getattr(getattr(features, "dtype", None), "itemsize", 8) or 8)
-    host = type(features).__module__.split(".")[0] in ("numpy", "builtins") or isinstance(features, np.ndarray)
-    if host and exact_memory_bytes(p, C, min(itemsize, 8)) <= budget:
+    host = isinstance(features, np.ndarray) or type(features).__module__.split(".")[0] in ("numpy", "builtins")
+    return method_for_widths(int(shape_x[1]), C, itemsize=itemsize, max_memory=max_memory, host=host)
+
+
+def method_for_widths(p: int, C: int, *, itemsize: int = 4, max_memory: int | None = None, host: bool = True) -> str:
+    """The rule of :func:`choose_method` from the widths alone (used by the command line on files)."""
+    budget = int(max_memory) if max_memory is not None else available_memory() // 2
+    if host and exact_memory_bytes(p, C, min(int(itemsize), 8)) <= budget:
         return "exact"
     return "sketch"
 
@@ -920,12 +752,12 @@ def sketch_arrays(
     >>> sk.n, sk.p, sk.C
     (2000, 50, 3)
     """
-    xp, x, f = _validate_pair(features, outputs, None, None)
+    xp, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
     rows = int(batch_rows) if batch_rows else block_rows(p)
     sk = DLRSketch(rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision)
     with Progress(n, "sketch D_LR", enabled=progress, unit="rows") as bar:
-        for sl in _blocks(n, rows):
-            sk.update(x[sl], f[sl])
+        for sl in row_blocks(n, rows):
+            sk.update(x[sl, ...], f[sl, ...])
             bar.advance(sl.stop - sl.start)
     return sk

@@ -1,0 +1,262 @@
+"""Streaming, mergeable centered products of feature batches in any array namespace.
+
+:class:`Accumulator` keeps, for a fixed p x s matrix ``Omega`` (or the identity), the centered products
+``G Omega`` (``G = Phic^T Phic``), ``Fc^T Phic Omega``, ``Fc^T Fc``, ``Fc^T Phic``, the means and ``tr G`` of
+the rows streamed through it, in float64, with Chan's pairwise update for batches and for merges. Its arrays live in
+the namespace and on the device of the first batch (NumPy, CuPy, any array-API library), so the sketch estimators
+and the exact path for device arrays share one accumulation code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .backend import astype, is_numpy, prepare, to_numpy
+from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
+from .moments import _fused_kernel
+
+__all__ = [
+    "Accumulator",
+    "BadBatch",
+    "block_rows",
+    "copy_accumulator",
+    "dtype_eps",
+    "dtype_name",
+    "explain_bad",
+    "row_blocks",
+    "validate_pair",
+    "work_dtype",
+]
+
+#: Rows per block when an in-memory array is streamed (about this many bytes of features per block).
+BLOCK_BYTES = 64 * 2**20
+
+
+def work_dtype(xp: ModuleType, dtype: Any, precision: str) -> Any:
+    """Product dtype in ``xp``: float64 for float64 data or ``precision="float64"``, else float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float64" or (precision == "auto" and dtype == xp.float64):
+        return xp.float64
+    return xp.float32
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"``-style name of a dtype of any namespace."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(getattr(dtype, "name", dtype)).split(".")[-1]  # array-API dtype objects
+
+
+def dtype_eps(dtype: Any) -> float:
+    """Machine epsilon of a float dtype of any namespace (bfloat16 and other 16-bit floats: 2**-8)."""
+    name = dtype_name(dtype)
+    return float(np.finfo(np.dtype(name)).eps) if name in ("float16", "float32", "float64") else 2.0**-8
+
+
+class Accumulator:
+    """Centered ``G Omega``, ``Fc^T Phic Omega``, ``Fc^T Fc``, means and ``tr G`` of streamed rows, mergeable.
+
+    Every batch is centered about the running mean ``K`` (its own mean for the first batch); its exact residual
+    mean ``r`` gives the batch's centered products (``z^T z Omega - m r (r^T Omega)``), which Chan's update merges
+    into the float64 state. All arrays live in the namespace and on the device of the first batch.
+    """
+
+    def __init__(
+        self, xp: ModuleType, omega: Any, work: Any, *, need_z: bool, need_ff: bool, need_cross: bool = False
+    ) -> None:
+        self.xp = xp
+        self.need_cross = need_cross
+        self.omega64 = omega  # p x s, float64, on the device; None stands for the identity (exact moments)
+        self.omega_w = None if omega is None else astype(xp, omega, work)
+        self.work = work
+        self.need_z = need_z
+        self.need_ff = need_ff
+        self.n = 0
+        self.mean_x: Any = None
+        self.mean_f: Any = None
+        self.y: Any = None
+        self.z: Any = None
+        self.mff: Any = None
+        self.mfp: Any = None  # exact Fc^T Phic (C x p), kept when C is small next to the sketch
+        self.trace = 0.0
+
+    def batch(self, x: Any, f: Any) -> tuple:
+        """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged)."""
+        xp, work = self.xp, self.work
+        nb = x.shape[0]
+        f64 = xp.float64
+        if self.n:
+            k = astype(xp, self.mean_x, work)
+        else:
+            k = astype(xp, xp.sum(astype(xp, x, work), axis=0, dtype=f64) / nb, work)
+        xw = x if x.dtype == work else None
+        fused = _fused_kernel() if is_numpy(xp) else None
+        if fused is not None:  # one pass: x - K written once, float64 column sums and sum of squares
+            xc = np.empty(x.shape, dtype=work)
+            sx, sq = fused(x, k, xc)
+        else:
+            xc = (xw if xw is not None else astype(xp, x, work)) - k
+            sx = xp.sum(xc, axis=0, dtype=f64)
+            sq = float(xp.sum(xc * xc, dtype=f64)) if not is_numpy(xp) else _sumsq(xc)
+        r = sx / nb
+        if not (math.isfinite(sq) and bool(xp.all(xp.isfinite(sx)))):
+            raise BadBatch("features")
+        mean_b = astype(xp, k, f64) + r
+        t = xc if self.omega_w is None else xc @ self.omega_w
+        r_om = r if self.omega64 is None else r @ self.omega64
+        yb = astype(xp, xc.T @ t, f64) - nb * (r[:, None] * r_om[None, :])
+        trace_b = sq - nb * float(xp.sum(r * r))
+        fb64 = astype(xp, f, f64)
+        mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
+        if not bool(xp.all(xp.isfinite(mean_fb))):
+            raise BadBatch("outputs")
+        fc64 = fb64 - mean_fb
+        zb = mffb = mfpb = None
+        if self.need_z or self.need_cross:
+            fcw = astype(xp, fc64, work)
+            sf = xp.sum(astype(xp, fcw, f64), axis=0)  # not exactly zero after rounding to the work precision
+        if self.need_z:
+            zb = astype(xp, fcw.T @ t, f64) - sf[:, None] * r_om[None, :]
+        if self.need_cross:
+            mfpb = astype(xp, fcw.T @ xc, f64) - sf[:, None] * r[None, :]
+        if self.need_ff:
+            mffb = fc64.T @ fc64
+            if not bool(xp.all(xp.isfinite(mffb))):
+                raise BadBatch("outputs")
+        return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
+
+    def add(self, parts: tuple) -> None:
+        """Chan's merge of a batch (or of another accumulator's state) into this one."""
+        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = parts
+        xp = self.xp
+        if self.n == 0:
+            self.n, self.mean_x, self.mean_f = nb, mean_b, mean_fb
+            self.y, self.z, self.mff, self.mfp, self.trace = yb, zb, mffb, mfpb, trace_b
+            return
+        n = self.n + nb
+        w = self.n * nb / n
+        d = mean_b - self.mean_x
+        df = mean_fb - self.mean_f
+        d_om = d if self.omega64 is None else d @ self.omega64
+        self.y = self.y + yb + w * (d[:, None] * d_om[None, :])
+        if self.need_z:
+            self.z = self.z + zb + w * (df[:, None] * d_om[None, :])
+        if self.need_ff:
+            self.mff = self.mff + mffb + w * (df[:, None] * df[None, :])
+        if self.need_cross:
+            self.mfp = self.mfp + mfpb + w * (df[:, None] * d[None, :])
+        self.trace = self.trace + trace_b + w * float(xp.sum(d * d))
+        self.mean_x = self.mean_x + d * (nb / n)
+        self.mean_f = self.mean_f + df * (nb / n)
+        self.n = n
+
+    def state(self) -> tuple:
+        return self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace
+
+
+class BadBatch(Exception):
+    pass
+
+
+def _sumsq(a: np.ndarray) -> float:
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(flat, flat))
+
+
+def validate_pair(x: Any, f: Any, p: int | None, C: int | None) -> tuple[ModuleType, Any, Any]:
+    xp, x = prepare(x, "features")
+    xf, f = prepare(f, "outputs", allow_1d=True)
+    if xf is not xp and not (is_numpy(xf) and is_numpy(xp)):
+        raise DLRInputError("features and outputs must come from the same array library (and device)")
+    if x.shape[0] != f.shape[0]:
+        raise DLRInputError(f"features have {x.shape[0]} rows but outputs have {f.shape[0]}: mismatched n")
+    if x.shape[0] == 0:
+        raise DLRInputError("empty batch: features have 0 rows")
+    if x.shape[1] < 1 or f.shape[1] < 1:
+        raise DLRInputError(f"features and outputs need at least one column, got {x.shape} and {f.shape}")
+    if p is not None and x.shape[1] != p:
+        raise DLRInputError(f"features: expected {p} columns like earlier batches, got {x.shape[1]}")
+    if C is not None and f.shape[1] != C:
+        raise DLRInputError(f"outputs: expected {C} columns like earlier batches, got {f.shape[1]}")
+    return xp, x, f
+
+
+def explain_bad(xp: ModuleType, x: Any, f: Any, which: str) -> DLRInputError:
+    """Name the first non-finite or overflowing entry of a rejected batch (only on the error path)."""
+    a = to_numpy(x if which == "features" else f)
+    try:
+        check_finite_and_bound(a, which, np.dtype(np.float32 if a.dtype.itemsize <= 4 else np.float64))
+    except DLRInputError as exc:
+        return DLRInputError(f"{exc}; the sketch was left unchanged")
+    return DLRInputError(f"{which}: values overflow the products; rescale them (D_LR is scale invariant)")
+
+
+def copy_accumulator(acc: Accumulator) -> Accumulator:
+    new = Accumulator(
+        acc.xp, acc.omega64, acc.work, need_z=acc.need_z, need_ff=acc.need_ff, need_cross=acc.need_cross
+    )
+    new.n, new.trace = acc.n, acc.trace
+    copy = (lambda a: None if a is None else acc.xp.asarray(a, copy=True))
+    new.mean_x, new.mean_f = copy(acc.mean_x), copy(acc.mean_f)
+    new.y, new.z, new.mff, new.mfp = copy(acc.y), copy(acc.z), copy(acc.mff), copy(acc.mfp)
+    return new
+
+
+def block_rows(p: int, itemsize: int = 4) -> int:
+    """Rows per block when streaming an in-memory array of width ``p``: about :data:`BLOCK_BYTES`, 256 or more."""
+    return max(256, BLOCK_BYTES // max(1, p * itemsize))
+
+
+def row_blocks(n: int, rows: int) -> Iterable[slice]:
+    return (slice(i, min(i + rows, n)) for i in range(0, n, rows))
+
+
+def exact_arrays(
+    features: Any, outputs: Any, *, rtol: float | None = None, precision: str = "auto", batch_rows: int | None = None
+) -> Any:
+    """Exact D_LR of arrays of any array-API namespace (CuPy on a GPU), accumulated on their own device.
+
+    The p x p, C x p and C x C centered moments are accumulated in float64 in the arrays' namespace (an
+    :class:`Accumulator` with the identity for ``Omega``); only they travel to the host, once, for the same
+    finishing algebra as :class:`~dlrcore.DLRStats`.
+
+    Examples
+    --------
+    >>> import numpy as np, dlrcore
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(500, 20)); out = phi @ rng.normal(size=(20, 3))
+    >>> abs(exact_arrays(phi, out).value - dlrcore.dlr(phi, out).value) < 1e-10
+    True
+    """
+    from .exact import dlr_from_moments
+
+    xp, x, f = validate_pair(features, outputs, None, None)
+    n, p = x.shape
+    rows = int(batch_rows) if batch_rows else block_rows(p)
+    acc = Accumulator(xp, None, work_dtype(xp, x.dtype, precision), need_z=False, need_ff=True, need_cross=True)
+    for sl in row_blocks(n, rows):
+        xb, fb = x[sl, ...], f[sl, ...]
+        try:
+            acc.add(acc.batch(xb, fb))
+        except BadBatch as bad:
+            raise explain_bad(xp, xb, fb, str(bad)) from None
+    m_pp = to_numpy(acc.y)
+    return dlr_from_moments(
+        n=acc.n,
+        m_pp=0.5 * (m_pp + m_pp.T),
+        m_fp=to_numpy(acc.mfp),
+        m_ff=to_numpy(acc.mff),
+        mean_f=to_numpy(acc.mean_f),
+        rtol=rtol,
+        data_eps=max(dtype_eps(x.dtype), dtype_eps(f.dtype)),
+        feature_rel_tol=100.0 * dtype_eps(acc.work),
+        precision=dtype_name(acc.work),
+    )
