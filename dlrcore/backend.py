@@ -15,7 +15,7 @@ import numpy as np
 
 from .inputs import DLRInputError, as_matrix
 
-__all__ = ["astype", "device_array", "is_numpy", "namespace", "prepare", "to_numpy"]
+__all__ = ["astype", "device_array", "is_device_input", "is_numpy", "namespace", "prepare", "to_numpy"]
 
 
 def is_numpy(xp: ModuleType) -> bool:
@@ -90,6 +90,23 @@ def _on_gpu(x: Any) -> bool:
         except (StopIteration, TypeError):
             pass
     return kind in ("cuda", "gpu", "rocm")
+
+
+def is_device_input(x: Any) -> bool:
+    """True for arrays that the array-API path keeps in their own namespace: CuPy and other array-API arrays
+    that are not NumPy, and CUDA torch tensors / JAX GPU arrays when CuPy can take them through DLPack."""
+    mod = _module(x)
+    if mod in ("numpy", "builtins", "dask"):
+        return False
+    if mod in ("torch", "jax", "jaxlib"):
+        if not _on_gpu(x):
+            return False
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return hasattr(x, "__array_namespace__") and hasattr(x, "shape")
 
 
 def prepare(x: Any, name: str, *, allow_1d: bool = False) -> tuple[ModuleType, Any]:

@@ -130,6 +130,11 @@ class Spectrum:
             f"  at k = C = {c}: relative eigenvalue {at(self.relative_eigenvalue, c)}, utilization "
             f"{at(self.cumulative_utilization, c)}, quality {at(self.cumulative_quality, c)}",
         ]
+        if self.eigenvalue_error is not None:
+            lines.append(
+                f"  {self.method}: top {self.k} modes; each eigenvalue may be low by up to {self.eigenvalue_error:.3g} "
+                "(effective rank needs the whole spectrum)"
+            )
         return "\n".join(lines)
 
 

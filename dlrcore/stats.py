@@ -16,8 +16,18 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
+from .accumulate import Accumulator, BadBatch, dtype_eps, dtype_name, explain_bad, validate_pair
+from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
 from .exact import dlr_from_moments, dlr_from_weight_moments
-from .inputs import PRECISIONS, DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
+from .inputs import (
+    FLOAT32_MIN_WIDTH,
+    PRECISIONS,
+    DLRInputError,
+    _from_framework,
+    as_matrix,
+    check_finite_and_bound,
+    work_dtype_for,
+)
 from .moments import BadSegment, Moments, stage_capacity, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import DLRResult
@@ -88,6 +98,7 @@ class DLRStats:
         self._mom: Moments | None = None  # blocks [features, outputs (width 0 in weights mode), labels]
         self._data_eps = 0.0
         self._weights = weight is not None
+        self._dev: Any = None  # Accumulator of device batches (CuPy, array-API), folded into _mom on demand
         self._wtw = self._wtb = None
         self._btb = 0.0
         if weight is None:
@@ -127,7 +138,7 @@ class DLRStats:
     @property
     def n(self) -> int:
         """Number of samples accumulated."""
-        return 0 if self._mom is None else self._mom.rows
+        return (0 if self._mom is None else self._mom.rows) + (0 if self._dev is None else self._dev.n)
 
     @property
     def p(self) -> int | None:
@@ -155,6 +166,8 @@ class DLRStats:
 
     @property
     def _work(self) -> np.dtype | None:
+        if self._mom is None and self._dev is not None:
+            return np.dtype(dtype_name(self._dev.work))
         return None if self._mom is None else self._mom.work
 
     def __repr__(self) -> str:
@@ -212,6 +225,8 @@ class DLRStats:
         DLRInputError
             On any bad input; the statistics are then exactly as before the call.
         """
+        if not self._weights and is_device_input(features):
+            return self._update_device(features, outputs, labels)
         x = as_matrix(features, "features")
         nb, p = x.shape
         if nb == 0:
@@ -289,6 +304,89 @@ class DLRStats:
             raise DLRInputError("batch rejected: non-finite values or overflow while staging")  # pragma: no cover
         return self
 
+    def _update_device(self, features: Any, outputs: Any, labels: Any) -> "DLRStats":
+        """Accumulate a batch of device arrays (CuPy, array-API) on their device; see :meth:`update`.
+
+        The products and float64 accumulators stay on the device (an :class:`~dlrcore.accumulate.Accumulator`
+        over ``[features, labels]`` against the outputs); they come to the host once, when a result, a merge or a
+        save needs them.
+        """
+        if outputs is None:
+            raise DLRInputError("outputs: required (or build DLRStats(weight=..., bias=...))")
+        p, C = self._p, self._C
+        xp, x, f = validate_pair(features, outputs, p, C)
+        nb = x.shape[0]
+        if labels is not None:
+            y, kind = self._labels_matrix(
+                labels if not hasattr(labels, "__array_namespace__") else to_numpy(labels), nb, f.shape[1]
+            )
+            if self._label_kind not in (None, kind):
+                raise DLRInputError(f"labels: earlier batches gave {self._label_kind}, this one gives {kind}")
+            if self._cy is not None and self._cy != y.shape[1]:
+                raise DLRInputError(f"labels: {y.shape[1]} columns, but earlier batches had {self._cy}")
+        else:
+            y, kind = None, "none"
+            if self._label_kind not in (None, "none"):
+                raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
+        width = x.shape[1] + f.shape[1] + (0 if y is None else y.shape[1])
+        low = dtype_eps(x.dtype) > 1e-15 and dtype_eps(f.dtype) > 1e-15
+        want64 = self.precision == "float64" or (self.precision == "auto" and (not low or width < FLOAT32_MIN_WIDTH))
+        if self._work is not None and self._work == np.float64:
+            want64 = True
+        work = xp.float64 if want64 else xp.float32
+        z = x
+        if y is not None:
+            z = xp.concat([astype(xp, x, work), astype(xp, device_array(xp, y, x), work)], axis=1)
+        dev = self._dev
+        if dev is not None and dev.xp is not xp and not (is_numpy(dev.xp) and is_numpy(xp)):
+            raise DLRInputError("this batch comes from another array library than earlier device batches")
+        if dev is None or dtype_name(dev.work) != dtype_name(work):
+            self._sync()
+            dev = Accumulator(xp, None, work, need_z=False, need_ff=True, need_cross=True)
+        try:
+            parts = dev.batch(z, f)
+        except BadBatch as bad:
+            raise explain_bad(xp, x, f, str(bad)) from None
+        dev.add(parts)
+        self._dev = dev
+        if self._p is None:
+            self._p, self._C = x.shape[1], f.shape[1]
+        if self._label_kind is None:
+            self._label_kind, self._cy = kind, 0 if y is None else y.shape[1]
+        self._data_eps = max(self._data_eps, dtype_eps(f.dtype))
+        return self
+
+    def _sync(self) -> None:
+        """Fold the device accumulator into the host statistics (one transfer of the (p + C)^2 moments)."""
+        dev, self._dev = self._dev, None
+        if dev is None or dev.n == 0:
+            return
+        p, C, cy = int(self._p), int(self._C), int(self._cy or 0)
+        g, mfp, mff = to_numpy(dev.y), to_numpy(dev.mfp), to_numpy(dev.mff)
+        mx, mf = to_numpy(dev.mean_x), to_numpy(dev.mean_f)
+        q = p + C + cy
+        m = np.zeros((q, q))
+        fx, ff, ly = slice(0, p), slice(p, p + C), slice(p + C, q)
+        m[fx, fx] = g[:p, :p]
+        m[fx, ff] = mfp[:, :p].T
+        m[ff, ff] = mff
+        if cy:
+            m[fx, ly] = g[:p, p:]
+            m[ff, ly] = mfp[:, p:]
+            m[ly, ly] = g[p:, p:]
+        mean = np.concatenate([mx[:p], mf, mx[p:]])
+        mom = Moments([p, C, cy], work=np.dtype(dtype_name(dev.work)), exact_block=1, chunk_bytes=self.chunk_bytes)
+        mom.load_arrays(dev.n, mean, m)  # only the upper triangle is read
+        if self._mom is None:
+            self._mom = mom
+        else:
+            self._mom.set_work(mom.work)
+            self._mom.merge(mom)
+
+    def __getstate__(self) -> dict:
+        self._sync()
+        return dict(self.__dict__)
+
     # ------------------------------------------------------------------ merge
     def _compat(self, other: "DLRStats") -> None:
         if not isinstance(other, DLRStats):
@@ -314,6 +412,8 @@ class DLRStats:
         The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows.
         """
         self._compat(other)
+        self._sync()
+        other._sync()
         if other._mom is None or other._mom.rows == 0:
             return self
         if self._mom is None:
@@ -337,6 +437,7 @@ class DLRStats:
 
     def copy(self) -> "DLRStats":
         """Deep copy (staged rows are folded in first)."""
+        self._sync()
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
         for name in ("_wtw", "_wtb"):
@@ -346,6 +447,7 @@ class DLRStats:
 
     # ------------------------------------------------------------------ results
     def _require(self) -> Moments:
+        self._sync()
         if self._mom is None or self._mom.rows == 0:
             raise DLRInputError("no samples: call update() before asking for results")
         self._mom.flush()
@@ -479,6 +581,7 @@ class DLRStats:
         pathlib.Path
             The path written (``.npz`` is appended when missing).
         """
+        self._sync()
         meta: dict[str, Any] = {
             "p": np.array(-1 if self._p is None else self._p),
             "C": np.array(-1 if self._C is None else self._C),

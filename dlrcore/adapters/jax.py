@@ -43,7 +43,9 @@ How batches are read
 ``batch_to_input=fn`` overrides the model input: ``fn(batch)`` returns the single argument after ``params``.
 ``labels=False`` ignores labels, ``labels=fn`` takes them from ``fn(batch)``. Features and outputs are flattened
 per sample; at a layer applied token-wise (input ``(batch, seq, hidden)``, output ``(batch, seq, C)``) every
-token is a sample. The arrays reach the core as NumPy arrays (:func:`numpy.asarray`, a zero-copy view on CPU).
+token is a sample. The arrays reach the core as NumPy arrays (:func:`numpy.asarray`, a zero-copy view on CPU);
+arrays on a GPU reach it as CuPy arrays through DLPack when CuPy is installed, and the statistics are then
+accumulated on the device.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 from flax import linen as nn
 
 from ..progress import Progress
+from ..backend import is_device_input
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, first_and_total, model_input_and_labels
 
@@ -303,7 +306,8 @@ def _run(
         for nb, batch in enumerate(batches, start=1):
             x, lab = _split_batch(batch, batch_to_input, labels)
             feats, outs = step(x)
-            feats, outs = np.asarray(feats), np.asarray(outs)
+            if not is_device_input(feats):  # GPU arrays go to CuPy through DLPack when it is installed
+                feats, outs = np.asarray(feats), np.asarray(outs)
             if feats.shape[0] == 0:
                 continue
             leaves = jax.tree_util.tree_leaves(x)

@@ -3,7 +3,9 @@
 :func:`collect` runs the model over the data in eval mode under :func:`torch.no_grad`, captures the input
 (features) and output of the network's last linear layer with forward hooks and feeds them, batch by batch, to
 :class:`dlrcore.DLRStats`. :class:`Tracker` calls it every N steps of a hand-written training loop and keeps
-records that :func:`dlrcore.plot.trajectory` draws. No mathematics lives here.
+records that :func:`dlrcore.plot.trajectory` draws. No mathematics lives here. Tensors on a GPU stay there when
+CuPy is installed (they reach the core through DLPack and the statistics are accumulated on the device, see
+:meth:`dlrcore.DLRStats.update`); otherwise they are copied to the host batch by batch.
 
 This module imports torch; ``import dlrcore`` does not import this module.
 
@@ -49,6 +51,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from ..backend import is_device_input
 from ..inputs import DLRInputError
 from ..progress import Progress
 from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
@@ -290,6 +293,14 @@ def last_linear(
 
 
 # ---------------------------------------------------------------------------------------------- collect
+def _to_core(t: "torch.Tensor") -> "torch.Tensor":
+    """A tensor for :meth:`dlrcore.DLRStats.update`: CUDA tensors stay on the GPU when CuPy can take them through
+    DLPack (the statistics are then accumulated on the device), everything else goes to the host."""
+    if t.is_cuda and is_device_input(t):
+        return t.detach()
+    return t.cpu()
+
+
 def collect(
     model: nn.Module,
     data: Iterable[Any],
@@ -452,7 +463,7 @@ def collect(
                 b = x_ref.shape[0]
                 tokenwise = x_ref.ndim >= 3 and y_ref.ndim == x_ref.ndim and x_ref.shape[:-1] == y_ref.shape[:-1]
                 lead = tuple(y_ref.shape[:-1]) if tokenwise else (b,)
-                outs = _rows(y_ref, lead, sequence, f"outputs of {ref_name!r}").cpu()
+                outs = _to_core(_rows(y_ref, lead, sequence, f"outputs of {ref_name!r}"))
                 lab_rows = None
                 if use_labels is None:
                     lab_rows, why = (None, "") if lab is None else _label_rows(lab, lead, sequence)
@@ -466,13 +477,13 @@ def collect(
                     if lab_rows is None:
                         raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
                 if ref_stats is not None:
-                    feats = _rows(x_ref, lead, sequence, f"input of {ref_name!r}").cpu()
+                    feats = _to_core(_rows(x_ref, lead, sequence, f"input of {ref_name!r}"))
                     ref_stats.update(feats, outs, labels=lab_rows)
                 for name, mod in extra:
                     x = x_ref if mod is ref_mod else calls[name][0][0]
                     if x is None:
                         raise ValueError(f"layer {name!r} was called without a tensor input")
-                    feats = _rows(x, lead, sequence, f"input of {name!r}").cpu()
+                    feats = _to_core(_rows(x, lead, sequence, f"input of {name!r}"))
                     layer_stats[name].update(feats, outs, labels=lab_rows)
                 rows += outs.shape[0]
                 display.advance(nb - display.done, f"{rows} samples")
