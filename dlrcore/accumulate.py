@@ -117,11 +117,14 @@ class Accumulator:
         mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
         if not bool(xp.all(xp.isfinite(mean_fb))):
             raise BadBatch("outputs")
-        fc64 = fb64 - mean_fb
+        if is_numpy(xp) and fb64 is not f:
+            fc64 = np.subtract(fb64, mean_fb, out=fb64)  # our own copy: center in place
+        else:
+            fc64 = fb64 - mean_fb
         zb = mffb = mfpb = None
         if self.need_z or self.need_cross:
             fcw = astype(xp, fc64, work)
-            sf = xp.sum(astype(xp, fcw, f64), axis=0)  # not exactly zero after rounding to the work precision
+            sf = xp.sum(fcw, axis=0, dtype=f64)  # not exactly zero after rounding to the work precision
         if self.need_z:
             zb = astype(xp, fcw.T @ t, f64) - sf[:, None] * r_om[None, :]
         if self.need_cross:

@@ -129,6 +129,11 @@ def _finish(
     extra: dict | None = None,
 ) -> DLRResult:
     """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
+    if not (math.isfinite(norm_k) and math.isfinite(inner)):
+        raise DLRInputError(
+            "features: the centered feature Gram overflows float64 (values too large); rescale the features "
+            "(D_LR is scale invariant)"
+        )
     if not norm_k > 0:
         raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
     a = min(max(a, 0.0), 1.0)
@@ -305,13 +310,14 @@ def dlr_from_moments(
     _check_common(n, rtol)
     p = m_pp.shape[0]
     span = output_span(n=n, m_ff=m_ff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, upper=upper)
-    t = span.basis.T @ m_fp  # Q^T Phic, r x p
-    inner = float(np.einsum("ij,ij->", t, t))
-    sq = float(np.einsum("ij,ij->", m_pp, m_pp))
-    if upper:  # off-diagonal entries count twice
-        d = np.diagonal(m_pp)
-        sq = 2.0 * sq - float(d @ d)
-    norm_k = math.sqrt(max(sq, 0.0))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _finish
+        t = span.basis.T @ m_fp  # Q^T Phic, r x p
+        inner = float(np.einsum("ij,ij->", t, t))
+        sq = float(np.einsum("ij,ij->", m_pp, m_pp))
+        if upper:  # off-diagonal entries count twice
+            d = np.diagonal(m_pp)
+            sq = 2.0 * sq - float(d @ d)
+    norm_k = math.sqrt(sq) if sq >= 0 else float("nan") if math.isnan(sq) else 0.0
     feature_rank = _pivoted_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
     return _finish(
         inner=inner,

@@ -7,6 +7,7 @@ and turns them into a 2-D floating NumPy array, or raises :class:`DLRInputError`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -161,7 +162,8 @@ def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype) -> None:
         )
     bound = max(abs(hi), abs(lo))
     # centered entries are at most 2*bound; a Gram entry sums n of their products
-    if bound > 0 and (2.0 * bound) ** 2 * a.shape[0] > limit:
+    # (2 bound)^2 n > limit, written so that it cannot overflow Python floats
+    if bound > 0 and bound > 0.5 * math.sqrt(limit / max(a.shape[0], 1)):
         raise DLRInputError(
             f"{name}: values up to {bound:.3g} would overflow {work} products over {a.shape[0]} rows; "
             "rescale the data (D_LR is scale invariant) or use precision='float64'"

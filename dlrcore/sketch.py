@@ -21,7 +21,8 @@ batch in O(p s) memory:
 
 Both report an a-posteriori error estimate of D_LR: the per-probe estimates are independent given the data and
 the first random matrix, so their sample covariance gives the standard error of ``A`` and ``B``, propagated to
-D_LR by the delta method and multiplied by :data:`ERROR_Z` (plus a rounding floor).
+D_LR by the delta method and multiplied by a Student-t quantile (:func:`error_multiplier`, three standard errors
+for many probes) plus a rounding floor.
 
 All accumulation runs in the arrays' own namespace (NumPy, CuPy, any array-API library), so GPU arrays stay on
 the GPU; the final factorisations (s x s and p x s) run on the host in float64.
@@ -64,10 +65,11 @@ __all__ = [
     "DEFAULT_OVERSAMPLE",
     "DEFAULT_PROBES",
     "DEFAULT_RANK",
-    "ERROR_Z",
+    "ERROR_LEVEL",
     "DLRSketch",
     "available_memory",
     "choose_method",
+    "error_multiplier",
     "exact_cross",
     "exact_memory_bytes",
     "method_for_widths",
@@ -82,8 +84,22 @@ DEFAULT_RANK = 64
 DEFAULT_OVERSAMPLE = 16
 #: Default number of stochastic probes for the residual.
 DEFAULT_PROBES = 32
-#: Multiplier of the standard error in the reported error estimate (about 99.7 % under normality).
-ERROR_Z = 3.0
+#: Two-sided confidence level of the reported error estimate (three standard deviations under normality).
+ERROR_LEVEL = 0.9973
+
+
+def error_multiplier(probes: int) -> float:
+    """Multiplier of the standard error in ``error_estimate``: the Student-t quantile at :data:`ERROR_LEVEL` with
+    ``probes - 1`` degrees of freedom (3.26 for 32 probes, 3.85 for 12), so that few probes widen the estimate.
+
+    Examples
+    --------
+    >>> round(error_multiplier(32), 2), round(error_multiplier(10**6), 2)
+    (3.26, 3.0)
+    """
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + ERROR_LEVEL / 2.0, max(int(probes) - 1, 1)))
 
 _MAGIC = "dlrcore.DLRSketch"
 _FORMAT_VERSION = 1
@@ -154,8 +170,16 @@ def _estimate(
         raise DLRInputError(f"D_LR needs at least 2 samples, got n = {n}")
     if rtol is not None and not (0.0 <= rtol < 1.0):
         raise ValueError(f"rtol must be in [0, 1), got {rtol}")
+    if not math.isfinite(trace):
+        raise DLRInputError("features: the centered feature Gram overflows float64; rescale the features")
     if not trace > 0:
         raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
+    # D_LR is scale invariant: work with G / tr(G) so that squares of Gram entries cannot overflow
+    scale = trace
+    root = math.sqrt(scale)
+    y1, y2, z1, z2 = y1 / scale, y2 / scale, z1 / root, z2 / root
+    mfp = None if mfp is None else mfp / root
+    trace = 1.0
     span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps)
     t1 = span.basis.T @ z1  # Q^T Phic Omega_1, r x s1
     t2 = span.basis.T @ z2
@@ -191,7 +215,7 @@ def _estimate(
     else:
         var = 0.0
     floor = 10.0 * work_eps * math.sqrt(max(p, span.C))
-    err = ERROR_Z * math.sqrt(var) + floor
+    err = error_multiplier(m) * math.sqrt(var) + floor
     res = _finish(
         inner=a_bar,
         norm_k=norm_k,
@@ -218,7 +242,7 @@ def _estimate(
     inc = _colsq(z1n)
     total_f = float(np.trace(mff))
     kk = lam.size if k is None else min(int(k), lam.size)
-    rho = lam / n
+    rho = lam * (scale / n)
     top = rho[0] if rho.size and rho[0] > 0 else 1.0
     # tr(G)^2 / ||G||_F^2 with tr(G) exact and ||G||_F^2 estimated
     pr = trace**2 / b_bar
@@ -238,7 +262,7 @@ def _estimate(
         k=int(kk),
         rank_tol=100.0 * work_eps,
         method=method,
-        eigenvalue_error=float(resid_fro / n),
+        eigenvalue_error=float(resid_fro * scale / n),
     )
     return res, spec
 
@@ -379,7 +403,10 @@ class DLRSketch:
             self._acc = copy_accumulator(other._acc)
             self._p, self._C = other._p, other._C
         else:
-            if self._acc.work != other._acc.work:
+            a, b = self._acc.xp, other._acc.xp
+            if a is not b and not (is_numpy(a) and is_numpy(b)):
+                raise DLRInputError("cannot merge sketches accumulated by different array libraries")
+            if dtype_name(self._acc.work) != dtype_name(other._acc.work):
                 raise DLRInputError("cannot merge sketches accumulated in different precisions")
             self._acc.add(other._acc.state())
         self._data_eps = max(self._data_eps, other._data_eps)
