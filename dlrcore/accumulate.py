@@ -89,6 +89,10 @@ class Accumulator:
 
     def batch(self, x: Any, f: Any) -> tuple:
         """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged)."""
+        with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught by the finiteness checks
+            return self._batch(x, f)
+
+    def _batch(self, x: Any, f: Any) -> tuple:
         xp, work = self.xp, self.work
         nb = x.shape[0]
         f64 = xp.float64
@@ -113,14 +117,23 @@ class Accumulator:
         r_om = r if self.omega64 is None else r @ self.omega64
         yb = astype(xp, xc.T @ t, f64) - nb * (r[:, None] * r_om[None, :])
         trace_b = sq - nb * float(xp.sum(r * r))
-        fb64 = astype(xp, f, f64)
-        mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
+        rf = None  # residual mean of the outputs about their shift (fused path)
+        if fused is not None and f.dtype in (np.float32, np.float64):
+            # one pass: F - K_F into a float64 buffer, with its float64 column sums
+            kf = self.mean_f if self.n else np.mean(f, axis=0, dtype=f64)
+            fc64 = np.empty(f.shape, dtype=f64)
+            sf64, _ = fused(f, kf, fc64)
+            rf = sf64 / nb
+            mean_fb = kf + rf
+        else:
+            fb64 = astype(xp, f, f64)
+            mean_fb = xp.sum(fb64, axis=0, dtype=f64) / nb
+            if is_numpy(xp) and fb64 is not f:
+                fc64 = np.subtract(fb64, mean_fb, out=fb64)  # our own copy: center in place
+            else:
+                fc64 = fb64 - mean_fb
         if not bool(xp.all(xp.isfinite(mean_fb))):
             raise BadBatch("outputs")
-        if is_numpy(xp) and fb64 is not f:
-            fc64 = np.subtract(fb64, mean_fb, out=fb64)  # our own copy: center in place
-        else:
-            fc64 = fb64 - mean_fb
         zb = mffb = mfpb = None
         if self.need_z or self.need_cross:
             fcw = astype(xp, fc64, work)
@@ -131,6 +144,8 @@ class Accumulator:
             mfpb = astype(xp, fcw.T @ xc, f64) - sf[:, None] * r[None, :]
         if self.need_ff:
             mffb = fc64.T @ fc64
+            if rf is not None:  # about the batch mean: G - m r r^T
+                mffb -= nb * (rf[:, None] * rf[None, :])
             if not bool(xp.all(xp.isfinite(mffb))):
                 raise BadBatch("outputs")
         return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
