@@ -9,89 +9,81 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from . import __version__
-from .arrayfiles import open_array
+from .arrayfiles import accumulate_files
 from .inputs import DLRInputError
-from .progress import Progress
-from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch, method_for_widths
+from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
 from .stats import DLRStats
 
 __all__ = ["main"]
 
-#: Files above this size show a progress bar on an interactive terminal.
-PROGRESS_BYTES = 256 * 2**20
-
-
-def _batch_rows(row_bytes: int, requested: int | None) -> int:
-    if requested is not None:
-        if requested < 1:
-            raise DLRInputError(f"--batch-size must be at least 1, got {requested}")
-        return requested
-    return max(1024, (64 * 2**20) // max(row_bytes, 1))
-
-
-def _new_stats(args: argparse.Namespace, feats: Any, outputs: Any) -> DLRStats | DLRSketch:
-    """Exact statistics, or a one-pass sketch for ``--method sketch`` (or ``auto`` when exact does not fit)."""
-    method = getattr(args, "method", "exact")
-    if method == "auto":
-        C = outputs.shape[1] if len(outputs.shape) == 2 else 1
-        row_bytes = feats.nbytes // max(feats.rows, 1)
-        itemsize = max(1, row_bytes // max(feats.shape[1], 1))
-        method = method_for_widths(feats.shape[1], C, itemsize=itemsize, max_memory=args.max_memory)
-    if method == "sketch":
-        if args.labels:
-            raise DLRInputError("--labels is not supported with the sketch method (labels are not sketched)")
-        return DLRSketch(rank=args.rank, probes=args.probes, seed=args.seed, precision=args.precision)
-    return DLRStats(precision=args.precision, num_classes=args.num_classes)
-
 
 def _accumulate(args: argparse.Namespace, label: str) -> DLRStats | DLRSketch:
-    """Stream FEATURES (and OUTPUTS or --weight, and --labels) from files into a DLRStats."""
-    feats = open_array(args.features)
-    if len(feats.shape) != 2:
-        raise DLRInputError(f"{feats.name}: expected a 2-D n x p array, got shape {feats.shape}")
-    weight = getattr(args, "weight", None)
-    if weight is None and args.outputs is None:
-        raise DLRInputError("give OUTPUTS, or --weight (and --bias) to derive outputs from the last layer")
-    if weight is not None and args.outputs is not None:
-        raise DLRInputError("give either OUTPUTS or --weight, not both")
-    sources = {}
-    if weight is not None:
-        w = open_array(weight)
-        w_arr = w.read(0, w.rows)
-        b_arr = None
-        if args.bias:
-            b = open_array(args.bias)
-            b_arr = b.read(0, b.rows)
-        stats = DLRStats(weight=w_arr, bias=b_arr, precision=args.precision, num_classes=args.num_classes)
+    """Stream FEATURES (and OUTPUTS or --weight, and --labels) from files into statistics (one code path:
+    :func:`dlrcore.arrayfiles.accumulate_files`, or ``dlrcore.dask.stats_from_files`` with --scheduler)."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DLRInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.scheduler:
+        stats = _accumulate_dask(args)
     else:
-        if getattr(args, "bias", None):
-            raise DLRInputError("--bias needs --weight")
-        sources["outputs"] = open_array(args.outputs)
-        stats = _new_stats(args, feats, sources["outputs"])
-    if args.labels:
-        sources["labels"] = open_array(args.labels)
-    for src in sources.values():
-        if src.rows != feats.rows:
-            raise DLRInputError(f"row counts differ: {feats.name} has {feats.rows} rows, {src.name} has {src.rows}")
-    row_bytes = sum(s.nbytes // max(s.rows, 1) for s in [feats, *sources.values()])
-    rows = _batch_rows(row_bytes, args.batch_size)
-    total_bytes = feats.nbytes + sum(s.nbytes for s in sources.values())
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and total_bytes > PROGRESS_BYTES)
-    with Progress(feats.rows, label, enabled=show) as bar:
-        for start, x in feats.batches(rows):
-            stop = start + x.shape[0]
-            parts = {k: s.read(start, stop) for k, s in sources.items()}
-            if isinstance(stats, DLRSketch):
-                stats.update(x, parts["outputs"])
-            else:
-                stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
-            bar.advance(x.shape[0])
+        stats = accumulate_files(
+            args.features,
+            args.outputs,
+            args.labels,
+            weight=args.weight,
+            bias=args.bias,
+            method=args.method,
+            batch_rows=args.batch_size,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            progress=args.progress,
+            label=label,
+            precision=args.precision,
+            num_classes=args.num_classes,
+            rank=args.rank,
+            probes=args.probes,
+            seed=args.seed,
+            max_memory=args.max_memory,
+        )
     if args.save_stats:
         stats.save(args.save_stats)
     return stats
+
+
+def _accumulate_dask(args: argparse.Namespace) -> DLRStats | DLRSketch:
+    """--scheduler ADDR: the statistics computed by a Dask cluster (``dlrcore.dask.stats_from_files``)."""
+    if args.checkpoint:
+        raise DLRInputError(
+            "--checkpoint and --scheduler are mutually exclusive (a Dask run is not checkpointed; "
+            "run it again, or drop --scheduler to checkpoint a local run)"
+        )
+    try:
+        import dask  # noqa: F401
+
+        from .dask import stats_from_files
+    except ImportError as exc:
+        raise DLRInputError(
+            f'--scheduler needs Dask and dlrcore.dask: pip install "dlrcore[dask]" ({type(exc).__name__}: {exc})'
+        ) from exc
+    return stats_from_files(
+        args.features,
+        args.outputs,
+        args.labels,
+        scheduler=args.scheduler,
+        chunk_rows=args.batch_size,
+        num_classes=args.num_classes,
+        precision=args.precision,
+        method=args.method,
+        rank=args.rank,
+        probes=args.probes,
+        seed=args.seed,
+        weight=args.weight,
+        bias=args.bias,
+        max_memory=args.max_memory,
+        progress=bool(args.progress),
+    )
 
 
 def _compute(args: argparse.Namespace) -> int:
@@ -203,11 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--seed", type=int, default=0, help="sketch: random seed")
         c.add_argument("--max-memory", type=float, default=None, help="auto: byte budget (default half the free RAM)")
         c.add_argument("--json", action="store_true", help="print the result as JSON")
+        c.add_argument(
+            "--checkpoint",
+            metavar="FILE.npz",
+            help="write the statistics and the rows consumed to FILE every --checkpoint-every batches (atomically) "
+            "and resume from it when it exists and matches the inputs and parameters",
+        )
+        c.add_argument("--checkpoint-every", type=int, default=10, metavar="N", help="batches between checkpoints")
+        c.add_argument(
+            "--no-resume", dest="resume", action="store_false", help="ignore an existing --checkpoint and start over"
+        )
+        c.add_argument(
+            "--scheduler",
+            metavar="ADDR",
+            help="compute with Dask: a cluster address (tcp://host:8786) or threads|processes|synchronous "
+            "(needs dlrcore[dask]); not with --checkpoint",
+        )
         prog = c.add_mutually_exclusive_group()
         prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
         prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
 
-    files = "Files are .npy (memory-mapped), .npz or .safetensors; name an array inside with PATH:KEY."
+    files = (
+        "Files are .npy, .npz, .safetensors, zarr (PATH.zarr) or HDF5 (.h5, .hdf5), streamed in bounded memory; "
+        "name an array inside with PATH:KEY."
+    )
     c = sub.add_parser(
         "compute",
         help="exact D_LR of a features file against an outputs file",
