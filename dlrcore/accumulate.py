@@ -150,6 +150,19 @@ class Accumulator:
                 raise BadBatch("outputs")
         return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
 
+    def stream(self, x: Any, f: Any, rows: int, on_rows: Any = None) -> Accumulator:
+        """Add every row of the validated arrays ``x``, ``f`` in blocks of ``rows`` (a rejected block raises
+        :class:`~dlrcore.inputs.DLRInputError` naming the problem); ``on_rows(k)`` is called after each block."""
+        for sl in row_blocks(x.shape[0], rows):
+            xb, fb = x[sl, ...], f[sl, ...]
+            try:
+                self.add(self.batch(xb, fb))
+            except BadBatch as bad:
+                raise explain_bad(self.xp, xb, fb, str(bad)) from None
+            if on_rows is not None:
+                on_rows(sl.stop - sl.start)
+        return self
+
     def add(self, parts: tuple) -> None:
         """Chan's merge of a batch (or of another accumulator's state) into this one."""
         nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = parts
@@ -257,15 +270,10 @@ def exact_arrays(
     from .exact import dlr_from_moments
 
     xp, x, f = validate_pair(features, outputs, None, None)
-    n, p = x.shape
+    p = x.shape[1]
     rows = int(batch_rows) if batch_rows else block_rows(p)
     acc = Accumulator(xp, None, work_dtype(xp, x.dtype, precision), need_z=False, need_ff=True, need_cross=True)
-    for sl in row_blocks(n, rows):
-        xb, fb = x[sl, ...], f[sl, ...]
-        try:
-            acc.add(acc.batch(xb, fb))
-        except BadBatch as bad:
-            raise explain_bad(xp, xb, fb, str(bad)) from None
+    acc.stream(x, f, rows)
     m_pp = to_numpy(acc.y)
     return dlr_from_moments(
         n=acc.n,

@@ -639,14 +639,7 @@ def randomized_dlr(
     def run(omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False) -> Accumulator:
         om = device_array(xp, omega, x) if isinstance(omega, np.ndarray) else omega
         acc = Accumulator(xp, om, work, need_z=need_z, need_ff=need_ff, need_cross=need_cross)
-        for sl in row_blocks(n, rows):
-            xb, fb = x[sl, ...], f[sl, ...]
-            try:
-                acc.add(acc.batch(xb, fb))
-            except BadBatch as bad:
-                raise explain_bad(xp, xb, fb, str(bad)) from None
-            bar.advance(sl.stop - sl.start)
-        return acc
+        return acc.stream(x, f, rows, bar.advance)
 
     with bar:
         cross = exact_cross(f.shape[1], s1 + int(probes))
@@ -779,7 +772,7 @@ def sketch_arrays(
     >>> sk.n, sk.p, sk.C
     (2000, 50, 3)
     """
-    xp, x, f = validate_pair(features, outputs, None, None)
+    _, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
     rows = int(batch_rows) if batch_rows else block_rows(p)
     sk = DLRSketch(rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision)
