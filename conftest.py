@@ -21,3 +21,5 @@ if _missing("jax") or _missing("flax"):
     collect_ignore.append("dlrcore/adapters/jax.py")
 if _missing("keras") or _missing("tensorflow"):
     collect_ignore.append("dlrcore/adapters/keras.py")
+if _missing("dask"):  # dlrcore.dask imports dask at the top (users import it explicitly)
+    collect_ignore.append("dlrcore/dask.py")
