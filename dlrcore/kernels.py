@@ -117,8 +117,7 @@ def shift_into_numpy(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> tuple
 # --------------------------------------------------------------------------- numba kernels
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
-    def _shift_rows_flat(x, ldx, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
+    def _shift_rows_flat_py(x, ldx, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
         """Rows with unit column stride: ``x`` and ``o`` are flat views, row i starts at ``i * ld``."""
         for b in numba.prange(nblk):
             r0 = b * n // nblk
@@ -136,8 +135,7 @@ if numba is not None:
                     acc[j] += v
                     sq[j] += v * v
 
-    @numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
-    def _shift_rows_tiled(x, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
+    def _shift_rows_tiled_py(x, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
         """Any layout of ``x`` (e.g. Fortran order): tiles of 16 rows x 256 columns keep the reads in cache."""
         for b in numba.prange(nblk):
             r0 = b * n // nblk
@@ -159,6 +157,16 @@ if numba is not None:
                             sq[j] += v * v
 
 
+    # Parallel versions for large inputs and serial ones (prange runs as range) for small ones: choosing the
+    # version, rather than calling numba.set_num_threads, leaves the OpenMP thread count that torch shares with
+    # numba's OpenMP layer untouched.
+    _jit_par = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
+    _jit_ser = numba.njit(cache=True, nogil=True, fastmath=False, parallel=False)
+    _shift_rows_flat = _jit_par(_shift_rows_flat_py)
+    _shift_rows_tiled = _jit_par(_shift_rows_tiled_py)
+    _shift_rows_flat_serial = _jit_ser(_shift_rows_flat_py)
+    _shift_rows_tiled_serial = _jit_ser(_shift_rows_tiled_py)
+
 _lock = threading.Lock()
 
 
@@ -168,14 +176,16 @@ def _flat(a: np.ndarray, n: int, p: int) -> tuple[np.ndarray, int]:
     return np.lib.stride_tricks.as_strided(a, shape=((n - 1) * ld + p,), strides=(a.itemsize,)), ld
 
 
-def _shift_into_numba(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
+def _shift_into_numba(
+    x: np.ndarray, shift: np.ndarray, out: np.ndarray, parallel: bool = True
+) -> tuple[np.ndarray, float]:
     n, p = out.shape
     if x.dtype == np.float16:  # numba has no float16: widen exactly, in chunks, and add the partial sums
         colsum = np.zeros(p)
         sumsq = 0.0
         step = max(1, _F16_CHUNK_ELEMS // max(p, 1))
         for r in range(0, n, step):
-            c, s = _shift_into_numba(x[r : r + step].astype(np.float32), shift, out[r : r + step])
+            c, s = _shift_into_numba(x[r : r + step].astype(np.float32), shift, out[r : r + step], parallel)
             with np.errstate(invalid="ignore", over="ignore"):
                 colsum += c
                 sumsq += s
@@ -187,9 +197,9 @@ def _shift_into_numba(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> tupl
     with _lock:
         if x.strides[1] == x.itemsize and x.strides[0] >= 0 and x.strides[0] % x.itemsize == 0:
             xf, ldx = _flat(x, n, p)
-            _shift_rows_flat(xf, ldx, shift, o, ldo, n, p, nblk, csum, sqs)
+            (_shift_rows_flat if parallel else _shift_rows_flat_serial)(xf, ldx, shift, o, ldo, n, p, nblk, csum, sqs)
         else:
-            _shift_rows_tiled(x, shift, o, ldo, n, p, nblk, csum, sqs)
+            (_shift_rows_tiled if parallel else _shift_rows_tiled_serial)(x, shift, o, ldo, n, p, nblk, csum, sqs)
     with np.errstate(invalid="ignore", over="ignore"):
         return csum.sum(axis=0), float(sqs.sum())
 
@@ -221,11 +231,5 @@ def shift_into(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> tuple[np.nd
         return np.zeros(p), 0.0
     if BACKEND != "numba" or x.dtype not in _X_DTYPES:  # other dtypes (integers, bfloat16, ...): NumPy
         return shift_into_numpy(x, shift, out)
-    if n * p >= _PAR_MIN_ELEMS:
-        return _shift_into_numba(x, shift, out)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)  # small inputs: waking the other threads costs more than it saves
-    try:
-        return _shift_into_numba(x, shift, out)
-    finally:
-        numba.set_num_threads(threads)
+    # small inputs run serially: waking the other threads costs more than it saves
+    return _shift_into_numba(x, shift, out, parallel=n * p >= _PAR_MIN_ELEMS)

@@ -256,3 +256,18 @@ def test_moments_same_with_and_without_kernel(work, rng, monkeypatch):
     tol = 1e-6 if work == np.float32 else 1e-12
     np.testing.assert_allclose(m1, m2, rtol=tol, atol=tol)
     np.testing.assert_allclose(c1, c2, rtol=tol, atol=tol * np.abs(c2).max())
+
+
+def test_kernel_leaves_torch_thread_count_alone():
+    """numba's OpenMP layer shares libgomp with torch: the kernel must not change the thread count torch uses
+    (an earlier version called numba.set_num_threads around small inputs, which reset torch's count)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for n in (8, 200_000):  # serial and parallel paths
+            x = np.random.default_rng(0).random((n, 64), dtype=np.float32)
+            kernels.shift_into(x, x[0].copy(), np.empty_like(x))
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
