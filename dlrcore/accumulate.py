@@ -241,9 +241,11 @@ def copy_accumulator(acc: Accumulator) -> Accumulator:
     return new
 
 
-def block_rows(p: int, itemsize: int = 4) -> int:
-    """Rows per block when streaming an in-memory array of width ``p``: about :data:`BLOCK_BYTES`, 256 or more."""
-    return max(256, BLOCK_BYTES // max(1, p * itemsize))
+def block_rows(p: int, itemsize: int = 4, columns: int = 0) -> int:
+    """Rows per block when streaming an in-memory array of width ``p``: about :data:`BLOCK_BYTES`, and at least
+    256 and ``8 * columns`` (the products' width), so that merging the O(p * columns) state after each block stays
+    cheap next to the block's products (at p = 65536 a 256-row block made merges dominate)."""
+    return max(256, 8 * int(columns), BLOCK_BYTES // max(1, p * itemsize))
 
 
 def row_blocks(n: int, rows: int) -> Iterable[slice]:

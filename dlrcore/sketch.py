@@ -629,9 +629,9 @@ def randomized_dlr(
         raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
     xp, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
-    rows = int(batch_rows) if batch_rows else block_rows(p)
-    work = work_dtype(xp, x.dtype, precision)
     s1 = min(rank + oversample, p)
+    rows = int(batch_rows) if batch_rows else block_rows(p, columns=s1 + int(probes))
+    work = work_dtype(xp, x.dtype, precision)
     data_eps = max(dtype_eps(x.dtype), dtype_eps(f.dtype))
     total_passes = int(power_iters) + 2
     bar = Progress(n * total_passes, "randomized D_LR", enabled=progress, unit="rows")
@@ -774,7 +774,7 @@ def sketch_arrays(
     """
     _, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
-    rows = int(batch_rows) if batch_rows else block_rows(p)
+    rows = int(batch_rows) if batch_rows else block_rows(p, columns=min(rank + oversample, p) + probes)
     sk = DLRSketch(rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision)
     with Progress(n, "sketch D_LR", enabled=progress, unit="rows") as bar:
         for sl in row_blocks(n, rows):
