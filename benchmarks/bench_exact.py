@@ -31,7 +31,10 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
 
-import dlrcore
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dlrcore, not an installed copy
+import dlrcore  # noqa: E402
 
 SIZES = {
     "tiny": (2_000, 64, 5),  # a smoke test of the script itself
