@@ -37,9 +37,12 @@ import sys
 import time
 
 # one thread everywhere: full-batch steps on these small matrices gain little from more, and a second BLAS or
-# OpenMP pool competing with torch's on a shared 2-core machine costs far more (set before numpy is imported)
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# OpenMP pool competing with torch's on a shared 2-core machine costs far more (set before numpy is imported).
+# Only when run as a script: a process that imports this module (the tests) keeps its own settings (numba refuses
+# a changed NUMBA_NUM_THREADS once its threads run).
+if __name__ == "__main__":
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 from pathlib import Path
 from typing import Any
 
