@@ -355,8 +355,9 @@ def stats_from_files(
     """D_LR statistics of arrays in files, read in row blocks by the Dask workers themselves.
 
     The client sends file names and row ranges only: every task opens its files with
-    :func:`dlrcore.arrayfiles.open_array` (``.npy`` read by positioned block reads, ``.npz``, ``.safetensors``, zarr, HDF5 and whatever
-    formats that function reads) and reads rows ``[start, stop)``; the shapes are also read by a task. So the
+    :func:`dlrcore.arrayfiles.open_array` (``.npy`` by positioned block reads, ``.npz``, ``.safetensors``, zarr,
+    HDF5 and whatever formats that function reads) and reads rows ``[start, stop)``; the shapes are also read by a
+    task. So the
     paths must name the same files on every worker (a shared or replicated file system); the client need not see
     them. Each worker process keeps its open files (one handle per file version) between tasks. ``.npz``
     members cannot be read in blocks: each worker process loads such an array whole once, so prefer ``.npy``

@@ -390,9 +390,13 @@ class DLRSketch:
         mine = (self.rank, self.oversample, self.probes, self.seed)
         theirs = (other.rank, other.oversample, other.probes, other.seed)
         if mine != theirs:
-            raise DLRInputError(f"cannot merge sketches with different (rank, oversample, probes, seed): {mine} vs {theirs}")
+            raise DLRInputError(
+                f"cannot merge sketches with different (rank, oversample, probes, seed): {mine} vs {theirs}"
+            )
         if self._acc is not None and other._acc is not None and (self._p, self._C) != (other._p, other._C):
-            raise DLRInputError(f"cannot merge sketches of widths (p, C) = {(self._p, self._C)} and {(other._p, other._C)}")
+            raise DLRInputError(
+                f"cannot merge sketches of widths (p, C) = {(self._p, self._C)} and {(other._p, other._C)}"
+            )
 
     def merge(self, other: DLRSketch) -> DLRSketch:
         """Add another sketch's rows to this one (same seed and parameters); ``other`` is unchanged."""
