@@ -26,7 +26,7 @@ import numpy as np
 
 from .inputs import DLRInputError
 
-__all__ = ["DEFAULT_BATCH_BYTES", "ArraySource", "accumulate_files", "open_array"]
+__all__ = ["DEFAULT_BATCH_BYTES", "ArraySource", "accumulate_files", "check_output_choice", "open_array"]
 
 #: Bytes per batch (all inputs together) when no batch size is given.
 DEFAULT_BATCH_BYTES = 64 * 2**20
@@ -288,6 +288,23 @@ def _describe(src: ArraySource) -> dict[str, Any]:
     return describe_file(path, key, src.shape, src.dtype)
 
 
+def check_output_choice(
+    outputs: Any, weight: Any, bias: Any, *, names: tuple[str, str, str] = ("outputs", "weight", "bias")
+) -> None:
+    """Refuse anything but outputs, or a weight (with an optional bias): the two ways to give the output side.
+
+    ``names`` are the argument names shown in the messages (the command line's are ``OUTPUTS``, ``--weight``,
+    ``--bias``).
+    """
+    out, w, b = names
+    if weight is None and outputs is None:
+        raise DLRInputError(f"give {out}, or {w} (and {b}) to derive outputs from the last layer")
+    if weight is not None and outputs is not None:
+        raise DLRInputError(f"give either {out} or {w}, not both")
+    if weight is None and bias is not None:
+        raise DLRInputError(f"{b} needs {w}")
+
+
 def accumulate_files(
     features: Any,
     outputs: Any = None,
@@ -384,12 +401,7 @@ def accumulate_files(
     feats = _as_source(features, mmap)
     if len(feats.shape) != 2:
         raise DLRInputError(f"{feats.name}: expected a 2-D n x p array, got shape {feats.shape}")
-    if weight is None and outputs is None:
-        raise DLRInputError("give OUTPUTS, or --weight (and --bias) to derive outputs from the last layer")
-    if weight is not None and outputs is not None:
-        raise DLRInputError("give either OUTPUTS or --weight, not both")
-    if weight is None and bias is not None:
-        raise DLRInputError("--bias needs --weight")
+    check_output_choice(outputs, weight, bias, names=("OUTPUTS", "--weight", "--bias"))
     sources: dict[str, ArraySource] = {}
     fixed: dict[str, ArraySource] = {}
     if weight is not None:

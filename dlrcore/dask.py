@@ -33,7 +33,7 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
-from .arrayfiles import open_array
+from .arrayfiles import check_output_choice, open_array
 from .inputs import DLRInputError, as_matrix
 from .progress import Progress
 from .sketch import DEFAULT_OVERSAMPLE, DEFAULT_PROBES, DEFAULT_RANK, DLRSketch, method_for_widths
@@ -419,12 +419,7 @@ def stats_from_files(
         raise ValueError(f"method must be 'exact', 'sketch' or 'auto', got {method!r}")
     if chunk_rows is not None and (int(chunk_rows) != chunk_rows or chunk_rows < 1):
         raise DLRInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    if weight is None and outputs is None:
-        raise DLRInputError("give outputs, or weight (and bias) to derive outputs from the last layer")
-    if weight is not None and outputs is not None:
-        raise DLRInputError("give either outputs or weight, not both")
-    if bias is not None and weight is None:
-        raise DLRInputError("bias needs weight")
+    check_output_choice(outputs, weight, bias)
     specs = {"features": str(features)}
     if outputs is not None:
         specs["outputs"] = str(outputs)
