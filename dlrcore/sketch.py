@@ -44,6 +44,7 @@ from .accumulate import (
     BLOCK_BYTES,
     Accumulator,
     BadBatch,
+    Scratch,
     block_rows,
     copy_accumulator,
     dtype_eps,
@@ -180,7 +181,7 @@ def _estimate(
     y1, y2, z1, z2 = y1 / scale, y2 / scale, z1 / root, z2 / root
     mfp = None if mfp is None else mfp / root
     trace = 1.0
-    span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps)
+    span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, approximate=True)
     t1 = span.basis.T @ z1  # Q^T Phic Omega_1, r x s1
     t2 = span.basis.T @ z2
     ny = _nystrom(omega1, y1, rel_tol=max(1e3 * work_eps, 1e-12))
@@ -363,6 +364,9 @@ class DLRSketch:
         DLRInputError
             For mismatched shapes or n, widths that differ from earlier batches, NaN/Inf or overflow.
         """
+        return self._update(features, outputs, None)
+
+    def _update(self, features: Any, outputs: Any, scratch: Scratch | None) -> DLRSketch:
         xp, x, f = validate_pair(features, outputs, self._p, self._C)
         acc = self._acc
         if acc is None:
@@ -375,7 +379,7 @@ class DLRSketch:
         elif not (is_numpy(xp) and is_numpy(acc.xp)) and xp is not acc.xp:
             raise DLRInputError("this batch comes from another array library than the sketch's earlier batches")
         try:
-            parts = acc.batch(x, f)
+            parts = acc.batch(x, f, scratch)
         except BadBatch as bad:
             raise explain_bad(xp, x, f, str(bad)) from None
         acc.add(parts)
@@ -780,8 +784,9 @@ def sketch_arrays(
     n, p = x.shape
     rows = int(batch_rows) if batch_rows else block_rows(p, columns=min(rank + oversample, p) + probes)
     sk = DLRSketch(rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision)
+    scratch = Scratch()
     with Progress(n, "sketch D_LR", enabled=progress, unit="rows") as bar:
         for sl in row_blocks(n, rows):
-            sk.update(x[sl, ...], f[sl, ...])
+            sk._update(x[sl, ...], f[sl, ...], scratch)
             bar.advance(sl.stop - sl.start)
     return sk

@@ -416,3 +416,31 @@ def test_multi_output_with_large_offset(offset):
     ref = ref_dlr(Phi, F, rtol=res.rtol)
     assert ref.r == 3
     assert_matches_reference(res, ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("offset_share", [0.0, 0.5, 4.0, 16.0, 1e3, 1e6])
+@pytest.mark.parametrize("squared", [False, True])
+def test_offset_svd_both_routes_match_the_svd_of_B(seed, offset_share, squared):
+    """exact._offset_svd answers with eigh(diag(lc) + w w^T) while |w|^2 <= 16 lc[0] (always with squared=True,
+    the sketch estimators) and with the SVD of B = [diag(sqrt(lc)); w^T] otherwise; either way its singular values
+    match a float64 SVD of B to 1e-12 sigma_1 (absolute; eigenvalue errors near eps sigma_1^2 give at most ~1e-8
+    sigma_1 on singular values near zero, hence 1e-7 there) and the leading right singular subspace above
+    1e-3 sigma_1 matches to 1e-9."""
+    from dlrcore.exact import _offset_svd
+
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(2, 40))
+    lc = np.sort(rng.exponential(size=C) * np.where(rng.random(C) < 0.3, 0.0, 1.0))[::-1]
+    lc[0] = max(lc[0], 1.0)
+    w = rng.normal(size=C)
+    w *= np.sqrt(offset_share * lc[0]) / np.linalg.norm(w)
+    sig, rt = _offset_svd(lc, w, squared=squared)
+    B = np.vstack([np.diag(np.sqrt(lc)), w[None, :]])
+    _, sref, vref = np.linalg.svd(B, full_matrices=False)
+    big = sref > 1e-3 * sref[0]
+    np.testing.assert_allclose(sig[big], sref[big], rtol=0, atol=1e-12 * sref[0])
+    np.testing.assert_allclose(sig[~big], sref[~big], rtol=0, atol=1e-7 * sref[0])
+    r = int(big.sum())
+    p_lib, p_ref = rt[:r].T @ rt[:r], vref[:r].T @ vref[:r]
+    assert np.abs(p_lib - p_ref).max() < 1e-9

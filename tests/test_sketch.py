@@ -236,6 +236,40 @@ def test_stream_any_split_equals_one_batch(C, cuts):
 
 
 @pytest.mark.parametrize("C", [3, 25])
+@pytest.mark.parametrize("rows", [64, 100, N_S])
+def test_streamed_arrays_reuse_buffers_without_changing_state(C, rows):
+    """sketch_arrays and Accumulator.stream reuse one centered buffer across row blocks (the last block shorter):
+    the state equals that of fresh per-block updates bit for bit, for sketched and exact cross moments, and the
+    randomized passes (Accumulator.stream) equal a fresh-buffer run too."""
+    from dlrcore.sketch import sketch_arrays
+
+    phi, f = stream_data(C)
+    phi = phi.astype(np.float32)
+    streamed = sketch_arrays(phi, f, batch_rows=rows, **SK_KW)
+    fresh = DLRSketch(**SK_KW)
+    for lo in range(0, N_S, rows):
+        fresh.update(phi[lo : lo + rows], f[lo : lo + rows])
+    a, b = state(streamed), state(fresh)
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k] is None:
+            assert b[k] is None, k
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+    from dlrcore.accumulate import Accumulator
+
+    omega = np.random.default_rng(1).normal(size=(P_S, 7))
+    kw = dict(need_z=True, need_ff=True, need_cross=True)
+    one = Accumulator(np, omega, np.float32, **kw).stream(phi, f, rows)
+    many = Accumulator(np, omega, np.float32, **kw)
+    for lo in range(0, N_S, rows):
+        many.add(many.batch(phi[lo : lo + rows], f[lo : lo + rows]))
+    for x, y in zip(one.state(), many.state(), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("C", [3, 25])
 @HYP
 @given(cuts=st.lists(st.integers(1, N_S - 1), min_size=1, max_size=4), order=st.randoms(use_true_random=False))
 def test_merge_any_order_equals_sequential(C, cuts, order):
@@ -678,3 +712,23 @@ def test_error_estimate_none_for_exact_and_str_of_sketch():
     assert f"{res.error_estimate:.2g}" in text
     back = dlrcore.DLRResult.from_dict(res.to_dict())
     assert back == res
+
+
+@pytest.mark.parametrize("method", ["sketch", "randomized"])
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_output_span_with_rank_deficient_and_offset_outputs(method, offset, dtype):
+    """The approximate methods take the output span from diag(lc) + w w^T (exact._offset_svd, squared=True) even
+    under a dominant offset: the output rank and the constant share equal the exact path's (C = 9 outputs of rank 3,
+    4 with the offset's constant direction), and D_LR stays within the error estimate of the float64 reference."""
+    rng = np.random.default_rng(5)
+    n, p = 2000, 40
+    phi = rng.normal(size=(n, p)) * (1.0 / np.sqrt(np.arange(1, p + 1)))
+    f = (phi[:, :6] @ rng.normal(size=(6, 3))) @ rng.normal(size=(3, 9)) + offset * rng.normal(size=9)
+    phi, f = phi.astype(dtype), f.astype(dtype)
+    exact = dlrcore.dlr(phi, f)
+    approx = dlrcore.dlr(phi, f, method=method, rank=8, probes=16, seed=1)
+    rank = 3 if offset == 0 else 4  # the raw span of F = Phi A (rank 3) gains the constant only with an offset
+    assert exact.output_rank == rank and approx.output_rank == rank
+    assert approx.constant_share == pytest.approx(exact.constant_share, abs=1e-6)
+    assert abs(approx.value - ref_dlr64(phi, f, rtol=exact.rtol)) <= approx.error_estimate
