@@ -14,7 +14,13 @@ from . import __version__
 from .arrayfiles import accumulate_files
 from .inputs import DLRInputError
 from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
+from .spectrum import Spectrum
 from .stats import DLRStats
+
+MODES_HELP = (
+    "exact: decompose the whole p x p feature Gram (O(p^3)); randomized: only the top --k modes of exact statistics "
+    "(O(p^2 k), with a bound on each eigenvalue's error; --seed)"
+)
 
 __all__ = ["main"]
 
@@ -102,9 +108,19 @@ def _compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spectrum_of(stats: DLRStats | DLRSketch, args: argparse.Namespace, name: str) -> Spectrum:
+    """The spectrum of exact statistics (``--modes randomized``: only the top --k, O(p^2 k)) or of a sketch."""
+    if args.modes == "randomized":
+        if args.k is None:
+            raise DLRInputError("--modes randomized needs --k, the number of top modes to compute")
+        if isinstance(stats, DLRStats):
+            return stats.spectrum(args.k, rtol=args.rtol, name=name, method="randomized", seed=args.seed)
+    return stats.spectrum(args.k, rtol=args.rtol, name=name)  # a sketch's spectrum is its top modes already
+
+
 def _spectrum(args: argparse.Namespace) -> int:
     stats = _accumulate(args, "dlr spectrum")
-    sp = stats.spectrum(args.k, rtol=args.rtol, name=args.name or "")
+    sp = _spectrum_of(stats, args, args.name or "")
     if args.plot:
         from . import plot
 
@@ -127,7 +143,7 @@ def _plot(args: argparse.Namespace) -> int:
     spectra = []
     for path, name in zip(args.stats, names):
         st = _load_any(path)
-        spectra.append(st.spectrum(args.k, rtol=args.rtol, name=name or _stem(path)))
+        spectra.append(_spectrum_of(st, args, name or _stem(path)))
     plot.spectrum(spectra, path=args.out, title=args.title)
     for sp in spectra:
         print(f"{sp.name}: D_LR = {sp.dlr:.4f}, effective rank {sp.effective_rank:.2f}, {sp.k} modes")
@@ -237,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_args(s)
     s.add_argument("--k", type=int, default=None, help="modes to report (default: all)")
+    s.add_argument("--modes", choices=("exact", "randomized"), default="exact", help=MODES_HELP)
     s.add_argument("--plot", metavar="FIG.png", help="draw the three-panel figure (needs matplotlib)")
     s.add_argument("--name", default=None, help="legend label")
     s.set_defaults(func=_spectrum)
@@ -251,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", "-o", required=True, metavar="FIG.png", help="figure file (.png, .pdf, .svg)")
     pl.add_argument("--names", default=None, help="comma-separated legend labels (default: file names)")
     pl.add_argument("--k", type=int, default=None, help="modes to draw (default: all)")
+    pl.add_argument("--modes", choices=("exact", "randomized"), default="exact", help=MODES_HELP)
+    pl.add_argument("--seed", type=int, default=0, help="--modes randomized: random seed")
     pl.add_argument("--rtol", type=float, default=None)
     pl.add_argument("--title", default=None)
     pl.set_defaults(func=_plot)

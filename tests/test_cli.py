@@ -199,3 +199,22 @@ def test_spectrum_command_draws_a_figure(class_files, capsys):
     assert main(["spectrum", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y.npy"), "--plot", str(out)]) == 0
     assert "figure written" in capsys.readouterr().out
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_spectrum_and_plot_randomized_modes(class_files, capsys):
+    """--modes randomized: the top --k modes of the exact statistics, never above the full decomposition's
+    eigenvalues and within the reported bound of them; without --k the command says what is missing."""
+    d, x, f, y = class_files
+    got = run_json(["spectrum", str(d / "x.npy"), str(d / "f.npy"), "--labels", str(d / "y.npy"), "--json",
+                    "--k", "4", "--modes", "randomized", "--seed", "3"], capsys)
+    full = dlrcore.spectrum(x, f, y)
+    assert got["method"] == "randomized" and got["k"] == 4
+    below = full.eigenvalues[:4] - np.asarray(got["eigenvalues"])
+    assert np.all(below >= -1e-9 * full.eigenvalues[0]) and np.all(below <= got["eigenvalue_error"] + 1e-9)
+    assert main(["spectrum", str(d / "x.npy"), str(d / "f.npy"), "--modes", "randomized"]) == 1
+    assert "--modes randomized needs --k" in capsys.readouterr().err
+    pytest.importorskip("matplotlib")
+    DLRStats(num_classes=4).update(x, f, labels=y).save(d / "s.npz")
+    out = d / "top.png"
+    assert main(["plot", str(d / "s.npz"), "-o", str(out), "--k", "4", "--modes", "randomized"]) == 0
+    assert "4 modes" in capsys.readouterr().out and out.read_bytes()[:4] == b"\x89PNG"
