@@ -195,6 +195,8 @@ def spectrum(
     rtol: float | None = None,
     precision: str = "auto",
     name: str = "",
+    method: str = "exact",
+    seed: int = 0,
 ) -> Spectrum:
     """Eigen-visualisation data of the paper: relative eigenvalue, cumulative utilization and quality.
 
@@ -215,6 +217,11 @@ def spectrum(
         As in :func:`dlr`.
     name : str
         Legend label for :func:`dlrcore.plot.spectrum`.
+    method : {"exact", "randomized"}
+        ``"randomized"`` computes only the top ``k`` modes (O(p^2 k) instead of O(p^3), with a bound on each
+        eigenvalue's error); see :meth:`DLRStats.spectrum`.
+    seed : int
+        Random seed of ``method="randomized"``.
 
     Returns
     -------
@@ -230,7 +237,7 @@ def spectrum(
     (20, 1.0)
     """
     st = DLRStats(num_classes=num_classes, precision=precision).update(features, outputs, labels=labels)
-    return st.spectrum(k, rtol=rtol, name=name)
+    return st.spectrum(k, rtol=rtol, name=name, method=method, seed=seed)
 
 
 def __getattr__(name: str) -> Any:

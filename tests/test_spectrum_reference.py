@@ -508,6 +508,10 @@ def test_randomized_spectrum_weights_mode_and_errors():
     assert np.max(np.abs(sp.cumulative_utilization - full.cumulative_utilization[:5])) <= TOL64
     with pytest.raises(ValueError, match="needs k"):
         st.spectrum(method="randomized")
+    # the one-shot function reaches the same code with the same seed
+    one = dlrcore.spectrum(phi, phi @ W.T + b, k=5, method="randomized", seed=4)
+    two = dlrcore.DLRStats().update(phi, phi @ W.T + b).spectrum(5, method="randomized", seed=4)
+    assert one.method == "randomized" and np.array_equal(one.eigenvalues, two.eigenvalues)
     with pytest.raises(ValueError, match="method must be"):
         st.spectrum(5, method="sketch")
     with pytest.raises(ValueError, match="oversample and power_iters"):
