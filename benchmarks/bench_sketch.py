@@ -623,7 +623,7 @@ def write_figure(rows: list[dict], path: str) -> None:
             ax.set_xlabel("median time (s)")
             ax.set_ylabel("|D_LR error|" + (" (open: dlrcore's own estimate)" if estimated else ""))
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
