@@ -10,9 +10,15 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 status=0
+# array-api-compat is not in the GPU image: carry it as a wheel (see docs/benchmarks.md, "GPU") in ./.whl
+if ! $PY -c "import array_api_compat" 2>/dev/null && ls .whl/array_api_compat-*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/array_api_compat-*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
-  $PY -c "import cupy, numpy, scipy, dlrcore; print('cupy', cupy.__version__, 'numpy', numpy.__version__, \
-'scipy', scipy.__version__, 'dlrcore', dlrcore.__version__, 'GPUs', cupy.cuda.runtime.getDeviceCount())"
+  $PY -c "import cupy, numpy, scipy, dlrcore, importlib.util as u; print('cupy', cupy.__version__, 'numpy', \
+numpy.__version__, 'scipy', scipy.__version__, 'dlrcore', dlrcore.__version__, 'GPUs', \
+cupy.cuda.runtime.getDeviceCount(), 'array_api_compat', u.find_spec('array_api_compat') is not None)"
 } 2>&1 | tee "$OUT/env.txt" || status=1
 $PY -m pytest -q -p no:cacheprovider -rs tests/test_sketch.py tests/test_device_stats.py -k "cupy or CuPy or cuda" \
     2>&1 | tee "$OUT/pytest_gpu.txt" || status=1

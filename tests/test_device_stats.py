@@ -15,7 +15,13 @@ import pytest
 import dlrcore
 from dlrcore.backend import is_device_input
 
-xs = pytest.importorskip("array_api_strict")
+
+
+@pytest.fixture
+def xs():
+    """array_api_strict (only the standard's operations, on the CPU); a fixture, so that the CuPy class below
+    still runs where array_api_strict is not installed (the GPU machines)."""
+    return pytest.importorskip("array_api_strict")
 
 
 def _data(seed: int = 0, n: int = 2400, p: int = 40, C: int = 4, dtype=np.float64):
@@ -43,7 +49,7 @@ def _assert_same_moments(a: dlrcore.DLRStats, b: dlrcore.DLRStats, rtol: float) 
         assert np.abs(np.asarray(mb[key]) - va).max() <= rtol * scale, key
 
 
-def test_is_device_input_routes_only_non_numpy_namespaces():
+def test_is_device_input_routes_only_non_numpy_namespaces(xs):
     import torch
 
     assert is_device_input(xs.asarray(np.ones((2, 2))))
@@ -53,7 +59,7 @@ def test_is_device_input_routes_only_non_numpy_namespaces():
 
 
 @pytest.mark.parametrize("labels", [False, True])
-def test_device_batches_equal_host_statistics_float64(labels):
+def test_device_batches_equal_host_statistics_float64(labels, xs):
     x, f, lab = _data()
     lab = lab if labels else None
     host = _feed(dlrcore.DLRStats(), x, f, lab, np.asarray)
@@ -69,7 +75,7 @@ def test_device_batches_equal_host_statistics_float64(labels):
         np.testing.assert_allclose(qb, qa, atol=1e-10)
 
 
-def test_device_batches_float32_products_match_host_float32():
+def test_device_batches_float32_products_match_host_float32(xs):
     x, f, _ = _data(seed=3, p=150, C=6, dtype=np.float32)  # width >= 128: float32 products on both paths
     host = _feed(dlrcore.DLRStats(), x, f, None, np.asarray)
     dev = _feed(dlrcore.DLRStats(), x, f, None, xs.asarray)
@@ -79,7 +85,7 @@ def test_device_batches_float32_products_match_host_float32():
     assert abs(dev.result().value - host.result().value) < 1e-5
 
 
-def test_mixed_host_and_device_batches_merge_copy_save_and_pickle(tmp_path):
+def test_mixed_host_and_device_batches_merge_copy_save_and_pickle(tmp_path, xs):
     x, f, lab = _data(seed=1)
     ref = _feed(dlrcore.DLRStats(), x, f, lab, np.asarray)
     mixed = dlrcore.DLRStats()
@@ -98,7 +104,7 @@ def test_mixed_host_and_device_batches_merge_copy_save_and_pickle(tmp_path):
     _assert_same_moments(ref, dlrcore.DLRStats.load(path), 1e-11)
 
 
-def test_bad_device_batch_is_rejected_and_state_kept():
+def test_bad_device_batch_is_rejected_and_state_kept(xs):
     x, f, _ = _data(seed=2)
     st = _feed(dlrcore.DLRStats(), x[:1000], f[:1000], None, xs.asarray)
     before = st.copy()
@@ -118,7 +124,7 @@ def test_bad_device_batch_is_rejected_and_state_kept():
     _assert_same_moments(before, st, 0.0)
 
 
-def test_dlr_exact_on_array_api_arrays_matches_numpy():
+def test_dlr_exact_on_array_api_arrays_matches_numpy(xs):
     x, f, _ = _data(seed=4, p=60, C=7)
     host = dlrcore.dlr(x, f)
     dev = dlrcore.dlr(xs.asarray(x), xs.asarray(f))
