@@ -110,11 +110,10 @@ def _compute(args: argparse.Namespace) -> int:
 
 def _spectrum_of(stats: DLRStats | DLRSketch, args: argparse.Namespace, name: str) -> Spectrum:
     """The spectrum of exact statistics (``--modes randomized``: only the top --k, O(p^2 k)) or of a sketch."""
-    if args.modes == "randomized":
+    if args.modes == "randomized" and isinstance(stats, DLRStats):
         if args.k is None:
             raise DLRInputError("--modes randomized needs --k, the number of top modes to compute")
-        if isinstance(stats, DLRStats):
-            return stats.spectrum(args.k, rtol=args.rtol, name=name, method="randomized", seed=args.seed)
+        return stats.spectrum(args.k, rtol=args.rtol, name=name, method="randomized", seed=args.seed)
     return stats.spectrum(args.k, rtol=args.rtol, name=name)  # a sketch's spectrum is its top modes already
 
 

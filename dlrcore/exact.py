@@ -120,25 +120,44 @@ def _eigh_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w[::-1], v[:, ::-1]
 
 
-def _offset_svd(lc: np.ndarray, w: np.ndarray, squared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _offset_svd(
+    lc: np.ndarray, w: np.ndarray, *, rtol: float = 0.0, max_rel_err: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Singular values (descending) and right singular vectors (rows) of ``B = [diag(sqrt(lc)); w^T]``.
 
-    ``B^T B = diag(lc) + w w^T``. Its eigendecomposition (a third of the time of the SVD at C = 1000) makes the
-    same rank decision whatever the offset: its eigenvalue errors, near ``eps64 sigma_1^2``, sit far below any cut
-    ``rtol^2 sigma_1^2 >= 100 C eps64 sigma_1^2`` (:func:`rank_resolution`). What it loses is the relative accuracy
-    of the kept small singular values when a dominant offset ``|w|^2 >> lc[0]`` is squared into the product: their
-    relative error grows from about ``eps64 lc[0] / sigma_r^2`` to ``eps64 sigma_1^2 / sigma_r^2``, which the cut
-    bounds by ``eps64 / rtol^2 <= 1 / (100 C)``. The eigendecomposition is used while ``|w|^2`` is at most
-    ``_OFFSET_RATIO`` times ``lc[0]`` (a loss of at most 17x), or always with ``squared`` (the approximate methods,
-    whose errors are far above that bound); otherwise the SVD of ``B`` runs.
+    ``B^T B = diag(lc) + w w^T``; its eigendecomposition takes a third of the time of the SVD of B at C = 1000.
+    Its eigenvalue errors are near ``delta = 4 C eps64 sigma_1^2``, so a dominant offset ``|w|^2 >> lc[0]``, which
+    is squared into ``sigma_1^2``, costs relative accuracy on small singular values, and a singular value within
+    that error of the cut ``rtol sigma_1`` could fall on the wrong side. The product route is therefore taken
+
+    * while ``|w|^2 <= _OFFSET_RATIO lc[0]``: its errors are then at most 17x those the centered eigenvalues
+      ``lc`` carry anyway (the exact path's criterion), or
+    * with ``max_rel_err > 0`` (the sketch estimators) when, a posteriori, ``delta`` is at most ``max_rel_err``
+      times the smallest kept eigenvalue and no eigenvalue lies within ``1000 delta`` of the cut.
+
+    Otherwise the SVD of ``B`` runs.
     """
     C = lc.shape[0]
-    if C and lc[0] > 0 and (squared or float(w @ w) <= _OFFSET_RATIO * lc[0]):
-        ev, v = _eigh_desc(np.diag(lc) + np.outer(w, w))
-        return np.sqrt(np.clip(ev, 0.0, None)), v.T
+    if C and lc[0] > 0:
+        small_offset = float(w @ w) <= _OFFSET_RATIO * lc[0]
+        if small_offset or max_rel_err > 0:
+            ev, v = _eigh_desc(np.diag(lc) + np.outer(w, w))
+            ev = np.clip(ev, 0.0, None)
+            if small_offset or _product_route_clear(ev, rtol, max_rel_err):
+                return np.sqrt(ev), v.T
     b = np.vstack([np.sqrt(lc)[:, None] * np.eye(C), w[None, :]])
     _, sig, rt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
     return sig, rt
+
+
+def _product_route_clear(ev: np.ndarray, rtol: float, max_rel_err: float) -> bool:
+    """The a-posteriori test of :func:`_offset_svd` on the eigenvalues (descending) of ``B^T B``."""
+    delta = 4.0 * ev.size * _EPS64 * ev[0]
+    cut = rtol * rtol * ev[0]
+    kept = ev[ev > cut]
+    if kept.size == 0 or delta > max_rel_err * kept[-1]:
+        return False
+    return not bool(np.any(np.abs(ev - cut) <= 1e3 * delta))
 
 
 def _finish(
@@ -254,7 +273,7 @@ def output_span(
     rtol: float | None,
     data_eps: float,
     upper: bool = False,
-    approximate: bool = False,
+    max_rel_err: float = 0.0,
 ) -> OutputSpan:
     """Orthonormal basis of the raw output span in the coordinates of the centered output moments.
 
@@ -270,9 +289,10 @@ def output_span(
         As in :func:`dlr_from_moments`.
     upper : bool
         Only the upper triangle of ``m_ff`` is valid (strict lower triangle zero).
-    approximate : bool
-        For the sketch estimators: the raw singular values always come from ``B^T B`` (see :func:`_offset_svd`),
-        whose error on small kept singular values, at most ``1 / (100 C)`` relative, is far below theirs.
+    max_rel_err : float
+        Relative error of the kept output eigenvalues that the caller tolerates (the sketch estimators pass 1 % of
+        their error floor); when positive, the faster ``B^T B`` route of :func:`_offset_svd` is also taken under a
+        dominant offset whenever its own error bound is that small and no singular value is near the cut.
 
     Returns
     -------
@@ -287,7 +307,7 @@ def output_span(
     # singular vectors. The small B (see _offset_svd) avoids squaring a large output offset into the raw Gram.
     lc, vc = _eigh_desc(m_ff)
     lc = np.clip(lc, 0.0, None)
-    sig, rt = _offset_svd(lc, math.sqrt(n) * (vc.T @ mean_f), squared=approximate)
+    sig, rt = _offset_svd(lc, math.sqrt(n) * (vc.T @ mean_f), rtol=rtol, max_rel_err=max_rel_err)
     r = _rank_cut(sig, rtol)
     if r == 0:
         raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")

@@ -181,7 +181,9 @@ def _estimate(
     y1, y2, z1, z2 = y1 / scale, y2 / scale, z1 / root, z2 / root
     mfp = None if mfp is None else mfp / root
     trace = 1.0
-    span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, approximate=True)
+    floor = 10.0 * work_eps * math.sqrt(max(p, mff.shape[0]))  # rounding floor of the error estimate
+    # the output span's own rounding may use up at most 1 % of that floor (exact._offset_svd)
+    span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, max_rel_err=0.01 * floor)
     t1 = span.basis.T @ z1  # Q^T Phic Omega_1, r x s1
     t2 = span.basis.T @ z2
     ny = _nystrom(omega1, y1, rel_tol=max(1e3 * work_eps, 1e-12))
@@ -215,7 +217,6 @@ def _estimate(
         var = max(float(grad @ cov @ grad) / m, 0.0)
     else:
         var = 0.0
-    floor = 10.0 * work_eps * math.sqrt(max(p, span.C))
     err = error_multiplier(m) * math.sqrt(var) + floor
     res = _finish(
         inner=a_bar,

@@ -518,3 +518,24 @@ def test_randomized_spectrum_weights_mode_and_errors():
         st.spectrum(5, method="randomized", oversample=-1)
     with pytest.raises(ValueError, match="k must be"):
         st.spectrum(p + 1, method="randomized")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_top_eigh_bound_holds_for_tiny_trailing_eigenvalues(seed):
+    """Eigenvalues of 1, 2e-9 and 1e-9 (then zeros) with no oversampling or power iteration: the subspace misses
+    part of the small ones, and the bound, summed from the residual itself, still covers every shortfall (a
+    difference of squares ||M||_F^2 - ||Q^T M Q||_F^2 would cancel to 0 here)."""
+    from dlrcore.spectrum import top_eigh
+
+    rng = np.random.default_rng(seed)
+    p = 30
+    u, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    lam = np.zeros(p)
+    lam[:3] = [1.0, 2e-9, 1e-9]
+    m = (u * lam) @ u.T
+    m = (m + m.T) / 2
+    theta, v, bound = top_eigh(m, 2, oversample=0, power_iters=0, seed=seed)
+    exact = np.sort(np.linalg.eigvalsh(m))[::-1][:2]
+    below = exact - theta
+    assert np.all(below >= -1e-14) and np.all(below <= bound), (below, bound)
+    np.testing.assert_allclose(v.T @ v, np.eye(2), atol=1e-12)
