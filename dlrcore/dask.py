@@ -144,6 +144,14 @@ def _tree(parts: Sequence[Any], split_every: int, token: str) -> Any:
     return level[0]
 
 
+def _reduced(parts: list, split_every: int, token: str, scheduler: Any, compute: bool) -> Any:
+    """The merge tree of the array partials, computed (or its root Delayed with ``compute=False``)."""
+    if not parts:
+        raise DLRInputError("features: no rows (n = 0)")
+    root = _tree(parts, split_every, token)
+    return root.compute(scheduler=scheduler) if compute else root
+
+
 def _check_split(split_every: int) -> int:
     if int(split_every) != split_every or split_every < 2:
         raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
@@ -268,10 +276,7 @@ def stats(
         for i, (x, f, y, r) in enumerate(zip(xs, fs, ys, rows))
         if r > 0
     ]
-    if not parts:
-        raise DLRInputError("features: no rows (n = 0)")
-    root = _tree(parts, split_every, token)
-    return root.compute(scheduler=scheduler) if compute else root
+    return _reduced(parts, split_every, token, scheduler, compute)
 
 
 def sketch(
@@ -326,10 +331,7 @@ def sketch(
         for i, (x, f, r) in enumerate(zip(xs, fs, rows))
         if r > 0
     ]
-    if not parts:
-        raise DLRInputError("features: no rows (n = 0)")
-    root = _tree(parts, split_every, token)
-    return root.compute(scheduler=scheduler) if compute else root
+    return _reduced(parts, split_every, token, scheduler, compute)
 
 
 def stats_from_files(
