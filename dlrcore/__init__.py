@@ -17,10 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulate import exact_arrays
+from .exact import CENTER_LOGITS, check_output_kernel
 from .backend import is_numpy, prepare
 from .inputs import DLRInputError
 from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init
-from .result import DLRResult
+from .result import Baseline, DLRResult
 from .sketch import (
     DEFAULT_OVERSAMPLE,
     DEFAULT_PROBES,
@@ -34,6 +35,7 @@ from .spectrum import Spectrum
 from .stats import DLRStats
 
 __all__ = [
+    "Baseline",
     "CKAResult",
     "CKAStats",
     "DLRInputError",
@@ -71,8 +73,11 @@ def dlr(
     seed: int = 0,
     max_memory: int | None = None,
     progress: bool = False,
+    output_kernel: str = "span",
+    center_logits: bool = CENTER_LOGITS,
+    baseline: bool = False,
 ) -> DLRResult:
-    """D_LR of penultimate ``features`` (n x p) against the last layer's ``outputs`` (n x C).
+    """D_LR of penultimate ``features`` (n x p) against the last layer's ``outputs`` (n x C), with D_half beside it.
 
     Parameters
     ----------
@@ -99,11 +104,20 @@ def dlr(
         Byte budget for ``"auto"`` (default half the available memory).
     progress : bool
         Progress bar on stderr (randomized and sketch methods over long arrays).
+    output_kernel : {"span", "sqrt"}
+        Which measure ``value`` holds: ``"span"``, the paper's literal D_LR (the centered projection onto the output
+        span), or ``"sqrt"``, D_half (``L = (Fc Fc^T)^(1/2)``), which weighs output directions by their strength
+        and reads right for cross-entropy classifiers (docs/output-kernel.md). Both are always computed.
+    center_logits : bool
+        Center the logits across classes before D_half, removing per-sample shifts common to every class.
+    baseline : bool
+        Also compute the random-readout baseline into ``result.baseline`` (exact method only).
 
     Returns
     -------
     DLRResult
-        ``value`` is D_LR in [0, 1] (lower is richer), with n, p, C, output rank, constant share and warnings.
+        ``value`` in [0, 1] (lower is richer), ``value_span`` and ``value_sqrt``, with n, p, C, output rank,
+        constant share and warnings.
 
     See Also
     --------
@@ -122,25 +136,35 @@ def dlr(
     >>> approx = dlr(phi, phi @ rng.normal(size=(40, 5)), method="sketch", rank=8)
     >>> approx.method, approx.error_estimate > 0
     ('sketch', True)
+    >>> ce = dlr(phi, phi @ rng.normal(size=(40, 5)) * [10, 1, 0.1, 0.1, 0.1], output_kernel="sqrt")
+    >>> ce.output_kernel, ce.value == ce.value_sqrt, 0.0 <= ce.value_span <= 1.0
+    ('sqrt', True, True)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_output_kernel(output_kernel)
+    kernel = dict(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
     if method == "auto":
         method = choose_method(features, outputs, max_memory=max_memory, rank=rank, oversample=oversample,
                                probes=probes)
+    if baseline and method != "exact":
+        raise DLRInputError(
+            f"baseline=True needs the exact feature moments; method={method!r} keeps only a sketch of them "
+            "(use method='exact', or DLRStats(...).baseline() on exact statistics)"
+        )
     if method == "exact":
         if not is_numpy(prepare(features, "features")[0]):  # CuPy / array-API arrays: moments on their device
-            return exact_arrays(features, outputs, rtol=rtol, precision=precision)
-        return DLRStats(precision=precision).update(features, outputs).result(rtol=rtol)
+            return exact_arrays(features, outputs, precision=precision, **kernel)
+        return DLRStats(precision=precision).update(features, outputs).result(baseline=baseline, **kernel)
     if method == "randomized":
         return randomized_dlr(
             features, outputs, rank=rank, oversample=oversample, power_iters=power_iters, probes=probes,
-            seed=seed, rtol=rtol, precision=precision, progress=progress,
+            seed=seed, precision=precision, progress=progress, **kernel,
         )
     return sketch_arrays(
         features, outputs, rank=rank, oversample=oversample, probes=probes, seed=seed, precision=precision,
         progress=progress,
-    ).result(rtol=rtol)
+    ).result(**kernel)
 
 
 def dlr_from_weights(
@@ -150,8 +174,11 @@ def dlr_from_weights(
     *,
     rtol: float | None = None,
     precision: str = "auto",
+    output_kernel: str = "span",
+    center_logits: bool = CENTER_LOGITS,
+    baseline: bool = False,
 ) -> DLRResult:
-    """Exact D_LR for outputs ``features @ weight.T + bias`` without forming them.
+    """Exact D_LR and D_half for outputs ``features @ weight.T + bias`` without forming them.
 
     Only p x p feature statistics are accumulated, plus ``weight.T @ weight``; no n x C outputs and no
     C x C matrix are formed, so language-model heads with C = 50k to 256k are cheap. When C >= p + 1 and the
@@ -166,8 +193,8 @@ def dlr_from_weights(
         C x p weight of the last linear layer.
     bias : array_like, optional
         Bias (C,).
-    rtol, precision
-        As in :func:`dlr`.
+    rtol, precision, output_kernel, center_logits, baseline
+        As in :func:`dlr`. D_half comes from ``Phic^T Phic`` and ``W^T W`` alone as well.
 
     Returns
     -------
@@ -182,7 +209,9 @@ def dlr_from_weights(
     >>> abs(dlr_from_weights(phi, w, b).value - dlr(phi, phi @ w.T + b).value) < 1e-9
     True
     """
-    return DLRStats(weight=weight, bias=bias, precision=precision).update(features).result(rtol=rtol)
+    return DLRStats(weight=weight, bias=bias, precision=precision).update(features).result(
+        rtol=rtol, output_kernel=output_kernel, center_logits=center_logits, baseline=baseline
+    )
 
 
 def spectrum(

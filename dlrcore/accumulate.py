@@ -276,7 +276,14 @@ def row_blocks(n: int, rows: int) -> Iterable[slice]:
 
 
 def exact_arrays(
-    features: Any, outputs: Any, *, rtol: float | None = None, precision: str = "auto", batch_rows: int | None = None
+    features: Any,
+    outputs: Any,
+    *,
+    rtol: float | None = None,
+    precision: str = "auto",
+    batch_rows: int | None = None,
+    output_kernel: str = "span",
+    center_logits: bool = False,
 ) -> Any:
     """Exact D_LR of arrays of any array-API namespace (CuPy on a GPU), accumulated on their own device.
 
@@ -310,4 +317,7 @@ def exact_arrays(
         data_eps=max(dtype_eps(x.dtype), dtype_eps(f.dtype)),
         feature_rel_tol=100.0 * dtype_eps(acc.work),
         precision=dtype_name(acc.work),
+        output_kernel=output_kernel,
+        center_logits=center_logits,
+        work_eps=dtype_eps(acc.work),
     )

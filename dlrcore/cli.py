@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from . import __version__
 from .arrayfiles import accumulate_files
+from .exact import CENTER_LOGITS, OUTPUT_KERNELS
 from .inputs import DLRInputError
+from .result import READING
 from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
 from .spectrum import Spectrum
 from .stats import DLRStats
@@ -92,12 +94,19 @@ def _accumulate_dask(args: argparse.Namespace) -> DLRStats | DLRSketch:
     )
 
 
+def _kernel(args: argparse.Namespace) -> dict:
+    """The output-kernel options of a result: which value is primary, and class-centered logits for D_half."""
+    return dict(rtol=args.rtol, output_kernel=args.output_kernel, center_logits=args.center_logits)
+
+
 def _compute(args: argparse.Namespace) -> int:
     stats = _accumulate(args, "dlr compute")
-    res = stats.result(rtol=args.rtol)
+    if args.baseline and not isinstance(stats, DLRStats):
+        raise DLRInputError("--baseline needs exact statistics (the feature moments); a sketch keeps only G Omega")
+    res = stats.result(baseline=True, **_kernel(args)) if args.baseline else stats.result(**_kernel(args))
     nc1 = stats.nc1() if isinstance(stats, DLRStats) and stats.label_kind == "classes" else None
     if args.json:
-        d = res.to_dict()
+        d = {**res.to_dict(), "reading": READING}
         if nc1 is not None:
             d["nc1"] = nc1.to_dict()
         print(json.dumps(d, indent=2))
@@ -113,8 +122,8 @@ def _spectrum_of(stats: DLRStats | DLRSketch, args: argparse.Namespace, name: st
     if args.modes == "randomized" and isinstance(stats, DLRStats):
         if args.k is None:
             raise DLRInputError("--modes randomized needs --k, the number of top modes to compute")
-        return stats.spectrum(args.k, rtol=args.rtol, name=name, method="randomized", seed=args.seed)
-    return stats.spectrum(args.k, rtol=args.rtol, name=name)  # a sketch's spectrum is its top modes already
+        return stats.spectrum(args.k, name=name, method="randomized", seed=args.seed, **_kernel(args))
+    return stats.spectrum(args.k, name=name, **_kernel(args))  # a sketch's spectrum is its top modes already
 
 
 def _spectrum(args: argparse.Namespace) -> int:
@@ -145,7 +154,10 @@ def _plot(args: argparse.Namespace) -> int:
         spectra.append(_spectrum_of(st, args, name or _stem(path)))
     plot.spectrum(spectra, path=args.out, title=args.title)
     for sp in spectra:
-        print(f"{sp.name}: D_LR = {sp.dlr:.4f}, effective rank {sp.effective_rank:.2f}, {sp.k} modes")
+        print(
+            f"{sp.name}: D_LR = {sp.dlr_span:.4f}, D_half = {sp.dlr_sqrt:.4f} (lower = richer), "
+            f"effective rank {sp.effective_rank:.2f}, {sp.k} modes"
+        )
     print(f"figure written to {args.out}")
     return 0
 
@@ -170,7 +182,7 @@ def _stem(path: str) -> str:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    report = run_demo(seed=args.seed, quick=args.quick, progress=not args.no_progress, loss=args.loss)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -187,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"dlrcore {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    def kernel_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--output-kernel",
+            choices=OUTPUT_KERNELS,
+            default="span",
+            help="which measure is the primary value: span (the paper's literal D_LR) or sqrt (D_half, for "
+            "cross-entropy logits); both are always printed",
+        )
+        c.add_argument(
+            "--center-logits",
+            action=argparse.BooleanOptionalAction,
+            default=CENTER_LOGITS,
+            help="center the logits across classes before D_half (removes per-sample shifts softmax ignores)",
+        )
+
     def data_args(c: argparse.ArgumentParser) -> None:
         c.add_argument("features", metavar="FEATURES")
         c.add_argument("outputs", metavar="OUTPUTS", nargs="?")
@@ -195,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--labels", metavar="FILE", help="integer class ids (n,) or an n x C target matrix")
         c.add_argument("--num-classes", type=int, default=None, help="number of classes of integer labels")
         c.add_argument("--rtol", type=float, default=None, help="relative singular-value tolerance of the output span")
+        kernel_args(c)
         c.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto")
         c.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: about 64 MiB)")
         c.add_argument("--save-stats", metavar="FILE.npz", help="also save the sufficient statistics")
@@ -242,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         + " With --labels of class ids, NC1 is reported too.",
     )
     data_args(c)
+    c.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also report both measures for random Gaussian readouts of the same features (exact statistics only)",
+    )
     c.set_defaults(func=_compute)
 
     s = sub.add_parser(
@@ -270,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--modes", choices=("exact", "randomized"), default="exact", help=MODES_HELP)
     pl.add_argument("--seed", type=int, default=0, help="--modes randomized: random seed")
     pl.add_argument("--rtol", type=float, default=None)
+    kernel_args(pl)
     pl.add_argument("--title", default=None)
     pl.set_defaults(func=_plot)
 
@@ -281,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quick", action="store_true", help="smaller, faster run")
+    d.add_argument(
+        "--loss",
+        choices=("mse", "ce"),
+        default="mse",
+        help="mse: MSE on one-hot targets (read the literal D_LR); ce: cross-entropy (read D_half)",
+    )
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     d.set_defaults(func=_demo)

@@ -31,7 +31,7 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,9 @@ class DemoConfig:
         Adam step size.
     weight_decay : float
         Decoupled (AdamW) weight decay on the weight matrices that are trained, not on biases.
+    loss : {"mse", "ce"}
+        Mean squared error on one-hot targets (where the literal D_LR is meaningful) or softmax cross-entropy
+        (where D_half, the square-root output kernel, is the number to read).
 
     Examples
     --------
@@ -99,10 +102,14 @@ class DemoConfig:
     batch_size: int = 200
     learning_rate: float = 2e-3
     weight_decay: float = 2.0
+    loss: str = "mse"
 
 
 #: Default size of ``dlr demo`` (5 to 10 s on two CPU cores).
 NORMAL_CONFIG = DemoConfig()
+
+#: The losses the demo trains with.
+LOSSES = ("mse", "ce")
 
 #: Smaller size for ``dlr demo --quick`` and tests (1 to 2 s); still separates rich and lazy.
 QUICK_CONFIG = DemoConfig(n_train=1500, n_test=600, width=128, epochs=60, batch_size=100)
@@ -282,10 +289,13 @@ def train_mlp(
     seed: int = 0,
     progress: bool = False,
     label: str = "",
+    loss: str = "mse",
 ) -> tuple[MLP, list[float]]:
-    """Train a copy of ``net`` with Adam (decoupled weight decay) on the mean squared error to ``targets``.
+    """Train a copy of ``net`` with Adam (decoupled weight decay) on the mean squared error or cross-entropy.
 
-    The loss of a mini-batch is the mean over its samples and output columns of ``(out - target)^2``.
+    With ``loss="mse"`` the loss of a mini-batch is the mean over its samples and output columns of
+    ``(out - target)^2``; with ``loss="ce"`` it is the mean over its samples of the softmax cross-entropy
+    ``-sum_c target_c log softmax(out)_c`` (targets one-hot or class probabilities).
 
     Parameters
     ----------
@@ -312,6 +322,8 @@ def train_mlp(
         Print a few short epoch lines on stderr.
     label : str, optional
         Name shown in progress lines.
+    loss : {"mse", "ce"}, optional
+        Mean squared error or softmax cross-entropy.
 
     Returns
     -------
@@ -336,6 +348,8 @@ def train_mlp(
         raise ValueError(f"x must be n x d with one target row per sample, got {x.shape} and {targets.shape}")
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     net = net.copy()
     n_layers = len(net.weights)
     first = 0 if train_hidden else n_layers - 1  # index of the first trained layer
@@ -363,11 +377,17 @@ def train_mlp(
                 for w, b in zip(net.weights[:-1], net.biases[:-1]):
                     acts.append(np.maximum(acts[-1] @ w.T + b, 0.0))
                 out = scale * (acts[-1] @ net.weights[-1].T + net.biases[-1])
-                resid = out - targets[idx]
-                total += float(np.mean(resid * resid))
+                if loss == "mse":
+                    resid = out - targets[idx]
+                    total += float(np.mean(resid * resid))
+                    grad = resid * (2.0 * scale / (len(idx) * n_out))
+                else:
+                    shifted = out - out.max(axis=1, keepdims=True)
+                    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                    total += float(-np.mean(np.sum(targets[idx] * log_p, axis=1)))
+                    grad = (np.exp(log_p) - targets[idx]) * (scale / len(idx))
                 batches += 1
                 # backward down to the first trained layer
-                grad = resid * (2.0 * scale / (len(idx) * n_out))
                 grads: list[np.ndarray] = []
                 for i in range(n_layers - 1, first - 1, -1):
                     grads[:0] = [grad.T @ acts[i], grad.sum(axis=0)]
@@ -387,7 +407,7 @@ def train_mlp(
             losses.append(total / max(batches, 1))
             if progress and ((epoch + 1) % report_every == 0 or epoch + 1 == epochs):
                 print(
-                    f"dlr demo: {label or 'train'} epoch {epoch + 1}/{epochs}, train mse {losses[-1]:.4f}, "
+                    f"dlr demo: {label or 'train'} epoch {epoch + 1}/{epochs}, train {loss} {losses[-1]:.4f}, "
                     f"{time.perf_counter() - start:.1f}s",
                     file=sys.stderr,
                     flush=True,
@@ -410,13 +430,15 @@ class RunRecord:
     trained_layers : str
         Which layers were trained (``"all"`` or ``"last only"``).
     dlr : float
-        D_LR of the held-out penultimate features against the held-out outputs (lower is richer).
+        The literal D_LR of the held-out penultimate features against the held-out outputs (lower is richer).
+    dlr_sqrt : float
+        D_half of the same (the square-root output kernel, the number to read under cross-entropy).
     test_accuracy, train_accuracy : float
         Argmax accuracy on held-out and training data.
     train_seconds : float
         Wall-clock training time.
     final_train_loss : float
-        Mean training MSE of the last epoch.
+        Mean training loss (MSE or cross-entropy) of the last epoch.
     output_rank : int
         Rank of the output span used by D_LR.
     output_effective_rank : float
@@ -435,6 +457,7 @@ class RunRecord:
     output_rank: int
     output_effective_rank: float
     warnings: tuple[str, ...] = ()
+    dlr_sqrt: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary."""
@@ -481,22 +504,32 @@ class DemoReport:
         raise KeyError(f"no run named {name!r}; runs are {[r.name for r in self.runs]}")
 
     @property
+    def measure(self) -> str:
+        """The measure the conclusion reads: the literal D_LR under MSE, D_half under cross-entropy."""
+        return "D_half" if self.config.loss == "ce" else "D_LR"
+
+    def _value(self, rec: RunRecord) -> float:
+        return rec.dlr_sqrt if self.config.loss == "ce" else rec.dlr
+
+    @property
     def dlr_gap(self) -> float:
-        """D_LR of the lazy run minus D_LR of the rich run (positive: the rich run is richer)."""
-        return self.run("lazy").dlr - self.run("rich").dlr
+        """Lazy minus rich, in :attr:`measure` (positive: the rich run is richer)."""
+        return self._value(self.run("lazy")) - self._value(self.run("rich"))
 
     def conclusion(self) -> str:
         """One line reading the measured numbers."""
         rich, lazy = self.run("rich"), self.run("lazy")
-        gap = self.dlr_gap
+        gap, name = self.dlr_gap, self.measure
         if gap >= 0.1:
-            verdict = "training all layers gave markedly richer dynamics (lower D_LR) than the last layer alone"
+            verdict = f"training all layers gave markedly richer dynamics (lower {name}) than the last layer alone"
         elif gap > 0.0:
-            verdict = "training all layers gave only slightly lower D_LR than the last layer alone: no clear separation"
+            verdict = (
+                f"training all layers gave only slightly lower {name} than the last layer alone: no clear separation"
+            )
         else:
-            verdict = "training all layers did NOT give lower D_LR than the last layer alone"
+            verdict = f"training all layers did NOT give lower {name} than the last layer alone"
         return (
-            f"Conclusion: {verdict} (D_LR {rich.dlr:.3f} vs {lazy.dlr:.3f}, gap {gap:+.3f}; "
+            f"Conclusion: {verdict} ({name} {self._value(rich):.3f} vs {self._value(lazy):.3f}, gap {gap:+.3f}; "
             f"test accuracy {rich.test_accuracy:.3f} vs {lazy.test_accuracy:.3f})."
         )
 
@@ -504,18 +537,20 @@ class DemoReport:
         """Aligned text table of D_LR and accuracy for each run, followed by a one-line conclusion."""
         c = self.config
         sizes = "-".join(str(s) for s in [c.input_dim] + [c.width] * c.depth + [c.num_classes])
+        loss = "cross-entropy" if c.loss == "ce" else "MSE on one-hot targets"
         head = [
             f"dlr demo, seed {self.seed}{' (quick)' if self.quick else ''}: {c.num_classes}-class sector task in "
             f"d={c.input_dim}, {c.n_train} training / {c.n_test} held-out samples",
-            f"MLP {sizes} (ReLU), MSE on one-hot targets, {c.epochs} epochs AdamW (lr {c.learning_rate:g}, "
-            f"weight decay {c.weight_decay:g}); D_LR and test acc on held-out data",
+            f"MLP {sizes} (ReLU), {loss}, {c.epochs} epochs AdamW (lr {c.learning_rate:g}, "
+            f"weight decay {c.weight_decay:g}); D_LR, D_half and test acc on held-out data",
         ]
-        cols = ["run", "trained layers", "D_LR", "test acc", "train acc", "train mse", "time (s)"]
+        cols = ["run", "trained layers", "D_LR", "D_half", "test acc", "train acc", f"train {c.loss}", "time (s)"]
         rows = [
             [
                 r.name,
                 r.trained_layers,
                 f"{r.dlr:.3f}",
+                f"{r.dlr_sqrt:.3f}",
                 f"{r.test_accuracy:.3f}",
                 f"{r.train_accuracy:.3f}",
                 f"{r.final_train_loss:.4f}",
@@ -532,7 +567,12 @@ class DemoReport:
 
         lines = [*head, "", fmt(cols), fmt(["-" * w for w in widths])]
         lines += [fmt(row) for row in rows]
-        lines += ["", "D_LR is in [0, 1]: lower means the features concentrate in the output directions (rich)."]
+        lines += [
+            "",
+            "D_LR and D_half are in [0, 1]: lower means the features concentrate in the output directions (rich).",
+            "D_LR counts every output direction equally (right for MSE on one-hot targets); D_half weighs them by",
+            "strength (right for cross-entropy logits, docs/output-kernel.md).",
+        ]
         for r in self.runs:
             lines += [f"warning ({r.name}): {w}" for w in r.warnings]
         lines.append(self.conclusion())
@@ -643,6 +683,7 @@ def train_pair(
             seed=int(order_seed),
             progress=progress,
             label=name,
+            loss=cfg.loss,
         )
         nets[name] = net
         seconds[name] = float(time.perf_counter() - t0)
@@ -653,7 +694,12 @@ def train_pair(
 
 
 def run_demo(
-    seed: int = 0, *, quick: bool = False, progress: bool = True, config: DemoConfig | None = None
+    seed: int = 0,
+    *,
+    quick: bool = False,
+    progress: bool = True,
+    config: DemoConfig | None = None,
+    loss: str | None = None,
 ) -> DemoReport:
     """Train one network rich (all layers) and lazy (last layer only) from the same start; measure D_LR.
 
@@ -671,6 +717,9 @@ def run_demo(
         Print short progress lines on stderr; nothing is printed on stdout either way.
     config : DemoConfig, optional
         Explicit settings, overriding ``quick``.
+    loss : {"mse", "ce"}, optional
+        Override the configuration's loss: ``"ce"`` trains both networks with cross-entropy, and the conclusion
+        then reads D_half.
 
     Returns
     -------
@@ -686,6 +735,10 @@ def run_demo(
     import dlrcore  # deferred: dlrcore's package module imports the CLI lazily, avoid any import cycle
 
     cfg = config if config is not None else (QUICK_CONFIG if quick else NORMAL_CONFIG)
+    if loss is not None:
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        cfg = replace(cfg, loss=loss)
     start = time.perf_counter()
     pair = train_pair(seed, cfg, progress=progress)
     x_train, y_train, x_test, y_test = pair.task
@@ -698,7 +751,8 @@ def run_demo(
             RunRecord(
                 name=name,
                 trained_layers="all" if name == "rich" else "last only",
-                dlr=float(res.value),
+                dlr=float(res.value_span),
+                dlr_sqrt=float(res.value_sqrt),
                 test_accuracy=float(np.mean(np.argmax(outs, axis=1) == y_test)),
                 train_accuracy=float(np.mean(net.predict(x_train) == y_train)),
                 train_seconds=pair.seconds[name],
@@ -710,7 +764,8 @@ def run_demo(
         )
         if progress:
             print(
-                f"dlr demo: {name} done in {pair.seconds[name]:.1f}s, D_LR {res.value:.3f}, "
+                f"dlr demo: {name} done in {pair.seconds[name]:.1f}s, D_LR {res.value_span:.3f}, "
+                f"D_half {res.value_sqrt:.3f}, "
                 f"test acc {records[-1].test_accuracy:.3f}",
                 file=sys.stderr,
                 flush=True,

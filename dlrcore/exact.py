@@ -1,4 +1,11 @@
-"""Exact D_LR from sufficient statistics: the algebra of ``DLR-MATH.md`` that never forms an n x n matrix.
+"""Exact D_LR from sufficient statistics: the algebra of ``docs/dlr.md`` that never forms an n x n matrix.
+
+Two output kernels are computed from the same statistics (``docs/output-kernel.md``):
+
+* ``"span"``, the paper's literal D_LR: ``L = H P_F H``, the centered projection onto the span of the raw outputs
+  (needs a rank tolerance ``rtol``);
+* ``"sqrt"``, D_half: ``L = (Fc Fc^T)^(1/2)``, which weighs each centered output direction by its strength and
+  needs no tolerance beyond the rounding floor (:func:`sqrt_kernel`).
 
 Two entry points share one finishing step:
 
@@ -20,12 +27,19 @@ from .inputs import DLRInputError
 from .result import DLRResult
 
 __all__ = [
+    "CENTER_LOGITS",
+    "OUTPUT_KERNELS",
     "OutputSpan",
+    "SqrtKernel",
+    "check_output_kernel",
+    "class_centering",
     "default_rtol",
     "dlr_from_moments",
     "dlr_from_weight_moments",
     "effective_rank",
     "output_span",
+    "sqrt_kernel",
+    "sqrt_tolerance",
 ]
 
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -35,6 +49,137 @@ FEATURE_RANK_MAX_P = 1024
 
 #: Anisotropy warning threshold: effective rank of the centered outputs below this share of the kept directions.
 ANISOTROPY_RATIO = 0.5
+
+#: The output kernels: ``"span"`` (the paper's literal D_LR) and ``"sqrt"`` (D_half); see docs/output-kernel.md.
+OUTPUT_KERNELS = ("span", "sqrt")
+
+#: Default of ``center_logits`` (class-centering the logits before D_half); the measurements behind the choice are
+#: in docs/output-kernel.md.
+CENTER_LOGITS = False
+
+#: The literal D_LR reading more than this above D_half earns a warning that names D_half.
+DISAGREEMENT = 0.1
+
+#: D_half reads low for any readout once the outputs span a large share of the feature directions (random readouts
+#: of untrained ReLU features, p = 128, score 0.75 at C = 4, 0.38 at C = p / 4 and 0.17 at C = 97;
+#: docs/output-kernel.md): above this share of the feature rank (or p) a D_half reading earns a warning pointing to
+#: the random-readout baseline.
+WIDE_OUTPUT_RATIO = 0.25
+
+
+def check_output_kernel(output_kernel: str) -> str:
+    """Validate an ``output_kernel`` argument (``"span"`` or ``"sqrt"``) and return it."""
+    if output_kernel not in OUTPUT_KERNELS:
+        raise ValueError(f"output_kernel must be one of {OUTPUT_KERNELS}, got {output_kernel!r}")
+    return output_kernel
+
+
+def sqrt_tolerance(C: int, work_eps: float) -> float:
+    """Relative eigenvalue floor below which centered output directions are left out of D_half.
+
+    Eigenvalues of the float64 output Gram carry errors near ``C * eps64 * lam_1``, and cross moments formed from
+    products in precision ``work_eps`` make a direction's term ``||v_i^T Mfp||^2 / sqrt(lam_i)`` uncertain by about
+    ``work_eps^2 sqrt(lam_1 / lam_i)`` of the total. Directions below ``100 max(C eps64, work_eps^2) lam_1`` are
+    therefore noise; leaving one out changes D_half by at most ``sqrt`` of that floor (its term is at most
+    ``sqrt(lam_i / lam_1)`` of the total by Cauchy-Schwarz): under 1.5e-7 sqrt(C) for float64 products, 1.2e-6
+    for float32 products.
+
+    Examples
+    --------
+    >>> sqrt_tolerance(10, float(np.finfo(np.float64).eps)) < 1e-12
+    True
+    """
+    return float(100.0 * max(max(int(C), 1) * _EPS64, float(work_eps) ** 2))
+
+
+def class_centering(m: np.ndarray) -> np.ndarray:
+    """``P m`` with ``P = I - 1 1^T / C``: each column of ``m`` (C rows) centered across the C classes.
+
+    Applied to ``Fc^T Phic`` it gives the cross moments of the class-centered logits ``F P``; ``P (P M)^T`` gives
+    their Gram from ``M = Fc^T Fc``.
+    """
+    return m - m.mean(axis=0, keepdims=True)
+
+
+@dataclass(frozen=True)
+class SqrtKernel:
+    """The square-root output kernel ``L = (Fc Fc^T)^(1/2)`` in the coordinates of the centered output moments.
+
+    With ``Fc^T Fc = V diag(lam) V^T``, ``basis = V_r diag(lam_r)^(-1/4)`` (C x r) gives
+    ``<K, L>_F = ||basis^T (Fc^T Phic)||_F^2``, and ``norm_l2 = ||L||_F^2 = tr(Fc^T Fc)``. ``rank`` directions
+    are above the relative floor ``tol`` (:func:`sqrt_tolerance`); ``ev`` holds their eigenvalues. With
+    ``centered`` the logits were centered across classes first (``F -> F (I - 1 1^T / C)``); the basis is then
+    orthogonal to the all-ones vector, so it applies to the uncentered cross moments unchanged.
+    """
+
+    basis: np.ndarray
+    ev: np.ndarray
+    rank: int
+    tol: float
+    norm_l2: float
+    centered: bool
+
+
+def sqrt_kernel(
+    m_ff: np.ndarray,
+    *,
+    work_eps: float,
+    center: bool = False,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SqrtKernel:
+    """The square-root output kernel from the full symmetric ``Fc^T Fc`` (C x C, float64).
+
+    Parameters
+    ----------
+    m_ff : ndarray
+        ``Fc^T Fc``, both triangles valid.
+    work_eps : float
+        Machine epsilon of the products the cross moments were formed in (sets :func:`sqrt_tolerance`).
+    center : bool
+        Center the logits across classes first (``F (I - 1 1^T / C)``), which removes per-sample shifts common to
+        every class (softmax ignores them). Needs C >= 2.
+    eig : (ndarray, ndarray), optional
+        The eigenvalues (descending) and eigenvectors of ``m_ff`` when already computed (not with ``center``).
+
+    Returns
+    -------
+    SqrtKernel
+    """
+    C = m_ff.shape[0]
+    if center:
+        if C < 2:
+            raise DLRInputError(
+                "center_logits: centering logits across classes needs C >= 2 outputs (it would zero a single "
+                "output); pass center_logits=False"
+            )
+        m = class_centering(class_centering(m_ff).T)
+        m = 0.5 * (m + m.T)
+        lam, v = _eigh_desc(m)
+    else:
+        m = m_ff
+        lam, v = eig if eig is not None else _eigh_desc(m_ff)
+    lam = np.clip(lam, 0.0, None)
+    tol = sqrt_tolerance(C, work_eps)
+    r = _rank_cut(lam, tol)
+    norm_l2 = float(max(np.trace(m), 0.0))
+    if center and (r == 0 or not norm_l2 > sqrt_tolerance(C, work_eps) * float(np.trace(m_ff))):
+        raise DLRInputError(
+            "outputs differ across samples only by a shift common to every class: the class-centered logits are "
+            "constant, so D_half with center_logits=True is undefined (pass center_logits=False)"
+        )
+    return SqrtKernel(
+        basis=v[:, :r] * lam[:r] ** -0.25, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center)
+    )
+
+
+@dataclass(frozen=True)
+class KernelTerms:
+    """``<K, L>_F`` and ``||L||_F^2`` of one output kernel, and the error estimate of its value (approximate
+    methods; None for exact ones)."""
+
+    inner: float
+    norm_l2: float
+    error: float | None = None
 
 
 def default_rtol(C: int, data_eps: float) -> float:
@@ -160,13 +305,19 @@ def _product_route_clear(ev: np.ndarray, rtol: float, max_rel_err: float) -> boo
     return not bool(np.any(np.abs(ev - cut) <= 1e3 * delta))
 
 
+def _alignment(terms: KernelTerms, norm_k: float) -> float:
+    return terms.inner / (norm_k * math.sqrt(terms.norm_l2))
+
+
 def _finish(
     *,
-    inner: float,
+    span: KernelTerms,
+    half: KernelTerms,
     norm_k: float,
     r: int,
     a: float,
-    norm_l2: float,
+    sqrt: SqrtKernel,
+    output_kernel: str,
     centered_output_ev: np.ndarray,
     n: int,
     p: int,
@@ -178,8 +329,9 @@ def _finish(
     notes: list[str] | None = None,
     extra: dict | None = None,
 ) -> DLRResult:
-    """Combine <K, L>, ||K|| and (r, a) into D_LR and attach diagnostics and warnings."""
-    if not (math.isfinite(norm_k) and math.isfinite(inner)):
+    """Combine ``<K, L>``, ``||K||`` and ``||L||`` of both output kernels into the literal D_LR and D_half, pick
+    the one asked for, and attach diagnostics and warnings."""
+    if not (math.isfinite(norm_k) and math.isfinite(span.inner) and math.isfinite(half.inner)):
         raise DLRInputError(
             "features: the centered feature Gram overflows float64 (values too large); rescale the features "
             "(D_LR is scale invariant)"
@@ -187,25 +339,18 @@ def _finish(
     if not norm_k > 0:
         raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
     a = min(max(a, 0.0), 1.0)
-    if not norm_l2 > 1e-24 * max(r, 1):
+    if not (span.norm_l2 > 1e-24 * max(r, 1) and half.norm_l2 > 0):
         raise DLRInputError(
             "outputs are constant across samples: their span holds only the constant function, so the "
-            "centered projection L is zero and D_LR is undefined"
+            "centered output kernel L is zero and D_LR is undefined"
         )
-    alignment = inner / (norm_k * math.sqrt(norm_l2))
-    value = min(max(1.0 - alignment, 0.0), 1.0)
+    values = {name: min(max(1.0 - _alignment(t, norm_k), 0.0), 1.0) for name, t in (("span", span), ("sqrt", half))}
+    chosen = span if output_kernel == "span" else half
     erank = effective_rank(centered_output_ev)
     warnings: list[str] = list(notes or [])
-    kept = r - a
-    if kept >= 2 and erank < ANISOTROPY_RATIO * kept:
-        warnings.append(
-            f"anisotropic outputs: the centered outputs have effective rank {erank:.2f} against {kept:.2f} "
-            "kept directions; D_LR weighs every kept direction equally, which is meaningful for isotropic "
-            "targets (MSE on one-hot labels) but can move the opposite way for cross-entropy logits. "
-            "Consider a larger rtol (e.g. 0.1) to keep only the strong output directions."
-        )
+    warnings += _kernel_warnings(values, erank, r - a, output_kernel, C, p if feature_rank is None else feature_rank)
     return DLRResult(
-        value=float(value),
+        value=float(values[output_kernel]),
         n=int(n),
         p=int(p),
         C=int(C),
@@ -216,10 +361,47 @@ def _finish(
         precision=precision,
         feature_rank=None if feature_rank is None else int(feature_rank),
         output_effective_rank=erank,
-        alignment=float(alignment),
+        alignment=float(1.0 - values[output_kernel]),
         warnings=tuple(warnings),
+        error_estimate=chosen.error,
+        output_kernel=output_kernel,
+        value_span=float(values["span"]),
+        value_sqrt=float(values["sqrt"]),
+        error_span=span.error,
+        error_sqrt=half.error,
+        sqrt_rank=int(sqrt.rank),
+        sqrt_tol=float(sqrt.tol),
+        logits_centered=bool(sqrt.centered),
         **(extra or {}),
     )
+
+
+def _kernel_warnings(
+    values: dict[str, float], erank: float, kept: float, output_kernel: str, C: int, feature_rank: int
+) -> list[str]:
+    """The literal value misleading on anisotropic outputs, and D_half reading low for wide outputs."""
+    out: list[str] = []
+    gap = values["span"] - values["sqrt"]
+    anisotropic = kept >= 2 and erank < ANISOTROPY_RATIO * kept
+    recommends_half = output_kernel == "span" and (anisotropic or gap > DISAGREEMENT)
+    if recommends_half:
+        how = (
+            f"reads {gap:.3f} higher than D_half ({values['sqrt']:.3f}), which weighs them by strength"
+            if gap > DISAGREEMENT
+            else f"and D_half ({values['sqrt']:.3f}) weighs them by strength"
+        )
+        out.append(
+            f"anisotropic outputs: the centered outputs have effective rank {erank:.2f} against {kept:.2f} kept "
+            f"directions; the literal D_LR ({values['span']:.3f}) weighs every kept direction equally {how}. For "
+            "cross-entropy logits read D_half (output_kernel='sqrt'); see docs/output-kernel.md"
+        )
+    if (output_kernel == "sqrt" or recommends_half) and C > WIDE_OUTPUT_RATIO * max(feature_rank, 1):
+        out.append(
+            f"wide outputs: C = {C} against {feature_rank} feature directions; D_half reads low for any readout "
+            "this wide, untrained ones included. Compare it with the random-readout baseline "
+            "(DLRStats.baseline() or dlr(..., baseline=True)); see docs/output-kernel.md"
+        )
+    return out
 
 
 def _check_common(n: int, rtol: float | None) -> None:
@@ -260,6 +442,7 @@ class OutputSpan:
     constant_share: float
     norm_l2: float
     centered_ev: np.ndarray
+    centered_vecs: np.ndarray
     C: int
     rtol: float
     notes: list[str]
@@ -321,6 +504,7 @@ def output_span(
         constant_share=float(q @ q),
         norm_l2=float(np.einsum("ij,ij->", qhq, qhq)),
         centered_ev=lc,
+        centered_vecs=vc,
         C=C,
         rtol=rtol,
         notes=notes,
@@ -339,8 +523,11 @@ def dlr_from_moments(
     feature_rel_tol: float,
     precision: str,
     upper: bool = False,
+    output_kernel: str = "span",
+    center_logits: bool = False,
+    work_eps: float = _EPS64,
 ) -> DLRResult:
-    """Exact D_LR from centered moments.
+    """Exact D_LR (both output kernels) from centered moments.
 
     Parameters
     ----------
@@ -351,7 +538,8 @@ def dlr_from_moments(
     mean_f : ndarray
         Column means of the raw outputs (C,).
     rtol : float or None
-        Relative tolerance on the singular values of the raw outputs; None for :func:`default_rtol`.
+        Relative tolerance on the singular values of the raw outputs that decides the literal output span; None
+        for :func:`default_rtol`. D_half needs none (:func:`sqrt_tolerance`).
     data_eps : float
         Machine epsilon of the lowest precision the outputs arrived in (used for the default ``rtol``).
     feature_rel_tol : float
@@ -360,7 +548,13 @@ def dlr_from_moments(
         Precision of the products, reported in the result.
     upper : bool
         If true, only the upper triangles of ``m_pp`` and ``m_ff`` are valid and their strict lower triangles
-        are zero (the layout :class:`~dlrcore.DLRStats` accumulates), which saves forming the full matrices.
+        are zero (the layout :class:`~dlrcore.DLRStats` accumulates), which saves forming the full p x p matrix.
+    output_kernel : {"span", "sqrt"}
+        Which value ``result.value`` holds; both are computed (``value_span``, ``value_sqrt``).
+    center_logits : bool
+        Center the logits across classes before D_half (see :func:`sqrt_kernel`).
+    work_eps : float
+        Machine epsilon of the products the cross moments were formed in.
 
     Returns
     -------
@@ -368,11 +562,18 @@ def dlr_from_moments(
         ``feature_rank`` is computed (pivoted Cholesky) only for p <= ``FEATURE_RANK_MAX_P``, else None.
     """
     _check_common(n, rtol)
+    check_output_kernel(output_kernel)
     p = m_pp.shape[0]
-    span = output_span(n=n, m_ff=m_ff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, upper=upper)
+    if upper:
+        m_ff = m_ff + np.triu(m_ff, 1).T
+    span = output_span(n=n, m_ff=m_ff, mean_f=mean_f, rtol=rtol, data_eps=data_eps)
+    half = sqrt_kernel(
+        m_ff, work_eps=work_eps, center=center_logits, eig=(span.centered_ev, span.centered_vecs)
+    )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _finish
-        t = span.basis.T @ m_fp  # Q^T Phic, r x p
-        inner = float(np.einsum("ij,ij->", t, t))
+        t = np.hstack([span.basis, half.basis]).T @ m_fp  # Q^T Phic and L_half's coordinates, one product
+        inner_span = float(np.einsum("ij,ij->", t[: span.rank], t[: span.rank]))
+        inner_half = float(np.einsum("ij,ij->", t[span.rank :], t[span.rank :]))
         sq = float(np.einsum("ij,ij->", m_pp, m_pp))
         if upper:  # off-diagonal entries count twice
             d = np.diagonal(m_pp)
@@ -380,11 +581,13 @@ def dlr_from_moments(
     norm_k = math.sqrt(sq) if sq >= 0 else float("nan") if math.isnan(sq) else 0.0
     feature_rank = _pivoted_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
     return _finish(
-        inner=inner,
+        span=KernelTerms(inner_span, span.norm_l2),
+        half=KernelTerms(inner_half, half.norm_l2),
         norm_k=norm_k,
         r=span.rank,
         a=span.constant_share,
-        norm_l2=span.norm_l2,
+        sqrt=half,
+        output_kernel=output_kernel,
         centered_output_ev=span.centered_ev,
         n=n,
         p=p,
@@ -410,13 +613,20 @@ def dlr_from_weight_moments(
     data_eps: float,
     feature_rel_tol: float,
     precision: str,
+    output_kernel: str = "span",
+    center_logits: bool = False,
+    wtw_centered: np.ndarray | None = None,
+    work_eps: float = _EPS64,
 ) -> DLRResult:
-    """Exact D_LR for outputs ``F = Phi W^T + 1 b^T`` from feature moments and ``W^T W``, ``W^T b``, ``b^T b``.
+    """Exact D_LR (both output kernels) for outputs ``F = Phi W^T + 1 b^T`` from feature moments and ``W^T W``,
+    ``W^T b``, ``b^T b``.
 
     The outputs factor as ``F = A B`` with ``A = [Phic, 1]`` and ``B = [W^T; nu^T]``, ``nu = W mu + b``. As
     ``A^T A = diag(Phic^T Phic, n)``, whitening ``A`` with ``R = diag(sqrt(s) V^T, sqrt(n))`` (``Phic^T Phic =
     V diag(s) V^T``) makes ``span(F)`` the image of ``range(R B)`` under an isometry, and ``R B B^T R^T`` is a
-    (k + 1) x (k + 1) matrix built from ``W^T W``: no n x C or C x C matrix is ever formed.
+    (k + 1) x (k + 1) matrix built from ``W^T W``: no n x C or C x C matrix is ever formed. D_half uses its
+    leading k x k block ``G = S V^T W^T W V S`` (``Fc Fc^T = U G U^T`` with ``Phic = U S V^T``):
+    ``<K, L_half> = tr(S^2 G^(1/2))`` and ``||L_half||_F^2 = tr(G)``.
 
     Parameters
     ----------
@@ -428,14 +638,17 @@ def dlr_from_weight_moments(
         ``W^T W`` (p x p), ``W^T b`` (p,) and ``b^T b``.
     C : int
         Output width (rows of ``W``).
-    rtol, data_eps, feature_rel_tol, precision
+    rtol, data_eps, feature_rel_tol, precision, output_kernel, center_logits, work_eps
         As in :func:`dlr_from_moments`.
+    wtw_centered : ndarray, optional
+        ``W^T (I - 1 1^T / C) W``, the same for the class-centered weight; required with ``center_logits``.
 
     Returns
     -------
     DLRResult
     """
     _check_common(n, rtol)
+    check_output_kernel(output_kernel)
     p = m_pp.shape[0]
     rtol, notes = _resolve_rtol(rtol, min(C, p + 1), data_eps)
     k, s, v = _feature_rank(m_pp, feature_rel_tol)
@@ -460,14 +673,32 @@ def dlr_from_weight_moments(
     qhq = ur[:k, :].T @ ur[:k, :]
     norm_l2 = float(np.einsum("ij,ij->", qhq, qhq))
     norm_k = float(np.sqrt((np.clip(s, 0.0, None) ** 2).sum()))
-    centered_ev = scipy.linalg.eigvalsh(e11, check_finite=False) if k else np.zeros(0)
+    # D_half: G = S V^T W^T W V S is the centered output Gram in the whitened feature coordinates
+    g_eig = _eigh_desc(e11) if k else (np.zeros(0), np.zeros((0, 0)))
+    if center_logits:
+        if wtw_centered is None:
+            raise DLRInputError(
+                "center_logits: these statistics hold no class-centered W^T W (saved by an older dlrcore); "
+                "rebuild them, or pass center_logits=False"
+            )
+        g = (vk.T @ wtw_centered @ vk) * np.outer(sk, sk)
+        half = sqrt_kernel(0.5 * (g + g.T), work_eps=work_eps, center=False)
+        if C < 2 or half.rank == 0:
+            sqrt_kernel(np.zeros((C, C)), work_eps=work_eps, center=True)  # raises the precise error
+    else:
+        half = sqrt_kernel(e11, work_eps=work_eps, eig=g_eig)
+    # half.basis = U_r diag(g_r)^(-1/4): tr(S^2 G^(1/2)) = sum_j sqrt(g_j) ||S u_j||^2 with u_j = basis_j g_j^(1/4)
+    su = half.basis * half.ev**0.25 * sk[:, None]
+    inner_half = float(np.sqrt(half.ev) @ np.einsum("ij,ij->j", su, su))
     return _finish(
-        inner=inner,
+        span=KernelTerms(inner, norm_l2),
+        half=KernelTerms(inner_half, half.norm_l2),
         norm_k=norm_k,
         r=r,
         a=a,
-        norm_l2=norm_l2,
-        centered_output_ev=centered_ev,
+        sqrt=half,
+        output_kernel=output_kernel,
+        centered_output_ev=np.clip(g_eig[0], 0.0, None),
         n=n,
         p=p,
         C=C,

@@ -66,6 +66,14 @@ def _format_dlr(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else str(value)
 
 
+def _values_label(s: Spectrum) -> str:
+    """``D_LR 0.281, D_half 0.016`` (D_half only where the spectrum carries it)."""
+    half = getattr(s, "dlr_sqrt", math.nan)
+    literal = s.dlr_span if math.isfinite(getattr(s, "dlr_span", math.nan)) else s.dlr
+    text = f"D_LR {_format_dlr(literal)}"
+    return text + (f", D_half {_format_dlr(half)}" if math.isfinite(half) else "")
+
+
 def _as_spectra(spectra: Any) -> list[Spectrum]:
     if isinstance(spectra, (Spectrum, Mapping)):
         spectra = [spectra]
@@ -139,7 +147,8 @@ def spectrum(
     path : str or path-like, optional
         Where to save the figure; the format follows the suffix (``.png``, ``.pdf``, ``.svg``, ...).
     labels : str or sequence of str, optional
-        Legend names replacing ``Spectrum.name``, one per spectrum. Each legend entry also shows its D_LR.
+        Legend names replacing ``Spectrum.name``, one per spectrum. Each legend entry also shows its literal D_LR
+        and D_half.
     title : str, optional
         Figure title.
     figsize : (float, float), optional
@@ -188,7 +197,7 @@ def spectrum(
     style = dict(linewidth=1.6, marker=marker, markersize=3.5)
 
     for s, name, color in zip(items, names, colors):
-        label = f"{name} (D_LR {_format_dlr(s.dlr)})" if name else f"D_LR {_format_dlr(s.dlr)}"
+        label = f"{name} ({_values_label(s)})" if name else _values_label(s)
         k = s.modes
         rel = np.asarray(s.relative_eigenvalue, dtype=np.float64)
         rel = np.where(rel > s.rank_tol, rel, np.nan)  # numerical zeros have no place on a log axis
@@ -311,7 +320,9 @@ def trajectory(
     x : str
         Key of the x values (training step, epoch, ...).
     dlr : str
-        Key of the D_LR values, drawn on the left axis; at least one record must have it.
+        Key of the D_LR values, drawn on the left axis; at least one record must have it. When records also hold
+        ``<dlr>_span`` and ``<dlr>_sqrt`` (as :class:`dlrcore.adapters.torch.Tracker` writes them), both the
+        literal D_LR and D_half are drawn.
     accuracy_keys : sequence of str, optional
         Keys drawn on the right (twin) axis. Default: every key whose name contains "acc" (case-insensitive),
         in order of first appearance; none gives a single-axis figure. Explicit keys must occur in some record.
@@ -387,17 +398,23 @@ def trajectory(
     if dy.size == 0:
         raise ValueError(f"every {dlr!r} value is None or NaN: nothing to plot")
     acc = [(key, *_series(recs, xs, key)) for key in keys]  # type: ignore[arg-type]
+    lines = [("D_LR", "black", dx, dy)]
+    both = [(name, color, f"{dlr}_{kind}") for name, color, kind in (("D_LR", "black", "span"),
+                                                                      ("D_half", "tab:red", "sqrt"))]
+    if all(any(r.get(key) is not None for r in recs) for _, _, key in both):
+        lines = [(name, color, *_series(recs, xs, key)) for name, color, key in both]  # type: ignore[arg-type]
 
     fig = _new_figure(tuple(figsize) if figsize is not None else (7.0, 4.0))
     ax = fig.subplots()
-    ax.plot(dx, dy, color="black", linewidth=2.0, marker="o" if dx.size <= 40 else None, markersize=3.5,
-            label="D_LR")
+    for name, color, lx, ly in lines:
+        ax.plot(lx, ly, color=color, linewidth=2.0, marker="o" if lx.size <= 40 else None, markersize=3.5,
+                label=name)
     ax.set_xlabel(x)
-    ax.set_ylabel("D_LR (lower = richer)")
+    ax.set_ylabel(f"{' and '.join(name for name, *_ in lines)} (lower = richer)")
     ax.grid(True, alpha=0.3)
     if logx:
         ax.set_xscale("log")
-    _unit_ylim(ax, [dy])
+    _unit_ylim(ax, [ly for *_, ly in lines])
     if acc:
         ax2 = ax.twinx()
         colors = _colors(len(acc))

@@ -1,12 +1,65 @@
-"""The result object returned by every D_LR estimator."""
+"""The result objects of the D_LR estimators: :class:`DLRResult` and its random-readout :class:`Baseline`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["DLRResult"]
+
+@dataclass(frozen=True)
+class Baseline:
+    """Both measures for random Gaussian readouts of the same features: what an untrained readout would score.
+
+    Computed from the feature moments alone (:meth:`dlrcore.DLRStats.baseline`): each draw is a readout
+    ``W`` (C x p) with independent standard normal entries and no bias, ``F = Phi W^T``.
+
+    Attributes
+    ----------
+    draws : int
+        Number of random readouts.
+    seed : int
+        Seed of the draws.
+    C : int
+        Their width (the width of the measured outputs).
+    span_mean, span_std, sqrt_mean, sqrt_std : float
+        Mean and standard deviation (ddof 1; 0 for one draw) over the draws of the literal D_LR and D_half.
+    logits_centered : bool
+        Whether D_half centered the random logits across classes, as for the measured ones.
+    """
+
+    draws: int
+    seed: int
+    C: int
+    span_mean: float
+    span_std: float
+    sqrt_mean: float
+    sqrt_std: float
+    logits_centered: bool = False
+
+    def summary(self) -> str:
+        """One line: both baselines with their spread."""
+        return (
+            f"random-readout baseline ({self.draws} draws of C = {self.C}): D_LR {self.span_mean:.3f} +- "
+            f"{self.span_std:.3f}, D_half {self.sqrt_mean:.3f} +- {self.sqrt_std:.3f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of JSON-compatible values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Baseline":
+        """Rebuild from :meth:`to_dict`."""
+        return cls(**d)
+
+__all__ = ["Baseline", "DLRResult"]
+
+#: How both numbers read, printed under every result.
+READING = "lower = richer; D_LR counts every output direction equally, D_half weighs them by strength " \
+    "(read D_half for cross-entropy logits; docs/output-kernel.md)"
+
 
 
 @dataclass(frozen=True)
@@ -16,7 +69,7 @@ class DLRResult:
     Attributes
     ----------
     value : float
-        D_LR in [0, 1]; lower is richer.
+        The measure chosen by ``output_kernel``, in [0, 1]; lower is richer.
     n, p, C : int
         Samples, feature width, output width.
     output_rank : int
@@ -41,7 +94,7 @@ class DLRResult:
     warnings : tuple of str
         Conditions under which the value should be read with care.
     error_estimate : float or None
-        For the randomized and sketch methods, an a-posteriori bound on ``|value - exact D_LR|``: three standard
+        For the randomized and sketch methods, an a-posteriori bound on ``|value - exact value|``: three standard
         errors of the stochastic part (delta method over the probes) plus a rounding floor. None for exact methods.
     sketch_size : int or None
         Random directions the sketch captured exactly (range-finder / Nystrom columns); None for exact methods.
@@ -49,6 +102,21 @@ class DLRResult:
         Stochastic probes of the residual; None for exact methods.
     passes : int or None
         Passes over the data (1 for the one-pass sketch); None for exact methods.
+    output_kernel : str
+        Which measure ``value`` holds: ``"span"``, the paper's literal D_LR (``L`` the centered projection onto the
+        output span), or ``"sqrt"``, D_half (``L = (Fc Fc^T)^(1/2)``, output directions weighed by strength).
+    value_span, value_sqrt : float
+        Both measures, always computed: the literal D_LR and D_half.
+    error_span, error_sqrt : float or None
+        Their error estimates (approximate methods; None for exact ones).
+    sqrt_rank : int
+        Centered output directions D_half used (those above ``sqrt_tol`` times the largest eigenvalue).
+    sqrt_tol : float
+        Relative eigenvalue floor of D_half (:func:`dlrcore.exact.sqrt_tolerance`).
+    logits_centered : bool
+        Whether D_half centered the logits across classes first (``center_logits``).
+    baseline : Baseline or None
+        The same measures for random Gaussian readouts of the same features (``baseline=True``), else None.
     """
 
     value: float
@@ -68,11 +136,26 @@ class DLRResult:
     sketch_size: int | None = None
     probes: int | None = None
     passes: int | None = None
+    output_kernel: str = "span"
+    value_span: float = math.nan
+    value_sqrt: float = math.nan
+    error_span: float | None = None
+    error_sqrt: float | None = None
+    sqrt_rank: int = 0
+    sqrt_tol: float = 0.0
+    logits_centered: bool = False
+    baseline: Baseline | None = None
+
+    def with_baseline(self, baseline: Baseline) -> "DLRResult":
+        """The same result carrying ``baseline``."""
+        return replace(self, baseline=baseline)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain dict of JSON-compatible values."""
         d = asdict(self)
         d["warnings"] = list(self.warnings)
+        if self.baseline is not None:
+            d["baseline"] = self.baseline.to_dict()
         return d
 
     def to_json(self, **kwargs: Any) -> str:
@@ -84,17 +167,30 @@ class DLRResult:
         """Rebuild a result from :meth:`to_dict` output (for example read back from JSON)."""
         d = dict(d)
         d["warnings"] = tuple(d.get("warnings", ()))
+        if d.get("baseline") is not None:
+            d["baseline"] = Baseline.from_dict(d["baseline"])
         return cls(**d)
 
     def __str__(self) -> str:
-        est = "" if self.error_estimate is None else f" +- {self.error_estimate:.2g}"
+        def line(name: str, kernel: str, value: float, err: float | None, what: str) -> str:
+            est = "" if err is None else f" +- {err:.2g}"
+            mark = "  <- value" if kernel == self.output_kernel else ""
+            return f"{name} = {value:.6f}{est}   {what}{mark}"
+
+        centered = ", logits centered across classes" if self.logits_centered else ""
         lines = [
-            f"D_LR = {self.value:.6f}{est}   ({self.method}, {self.precision} products)",
+            line("D_LR", "span", self.value_span, self.error_span, "literal: projection onto the output span"),
+            line("D_half", "sqrt", self.value_sqrt, self.error_sqrt, f"square-root output kernel{centered}"),
+            f"  {READING}",
+            f"  {self.method}, {self.precision} products",
             f"  samples n = {self.n}, feature width p = {self.p} (rank {self.feature_rank}), outputs C = {self.C}",
             f"  output rank r = {self.output_rank} at rtol = {self.rtol:.3g}, "
             f"effective rank of centered outputs = {self.output_effective_rank:.2f}",
-            f"  constant share a = {self.constant_share:.6f}",
+            f"  constant share a = {self.constant_share:.6f}; D_half used {self.sqrt_rank} centered output "
+            f"directions (floor {self.sqrt_tol:.2g})",
         ]
+        if self.baseline is not None:
+            lines.append(f"  {self.baseline.summary()}")
         if self.sketch_size is not None:
             lines.append(
                 f"  sketch: {self.sketch_size} directions, {self.probes} probes, {self.passes} pass(es) over the data"

@@ -55,11 +55,11 @@ from .accumulate import (
     work_dtype,
 )
 from .backend import device_array, is_numpy, to_numpy
-from .exact import _finish, output_span
+from .exact import CENTER_LOGITS, KernelTerms, _finish, check_output_kernel, output_span, sqrt_kernel
 from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
-from .spectrum import Spectrum, _cumulative_share
+from .spectrum import Spectrum, _cumulative_share, kernel_fields
 from .storage import atomic_savez, read_npz
 
 __all__ = [
@@ -165,6 +165,8 @@ def _estimate(
     method: str,
     passes: int,
     k: int | None = None,
+    output_kernel: str = "span",
+    center_logits: bool = CENTER_LOGITS,
 ) -> tuple[DLRResult, Spectrum]:
     """D_LR with its error estimate, and the top of the spectrum, from the sketched products (host float64)."""
     if n < 2:
@@ -180,50 +182,58 @@ def _estimate(
     root = math.sqrt(scale)
     y1, y2, z1, z2 = y1 / scale, y2 / scale, z1 / root, z2 / root
     mfp = None if mfp is None else mfp / root
+    mff = 0.5 * (mff + mff.T)
     trace = 1.0
     floor = 10.0 * work_eps * math.sqrt(max(p, mff.shape[0]))  # rounding floor of the error estimate
     # the output span's own rounding may use up at most 1 % of that floor (exact._offset_svd)
     span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, max_rel_err=0.01 * floor)
-    t1 = span.basis.T @ z1  # Q^T Phic Omega_1, r x s1
-    t2 = span.basis.T @ z2
+    half = sqrt_kernel(mff, work_eps=work_eps, center=center_logits, eig=(span.centered_ev, span.centered_vecs))
     ny = _nystrom(omega1, y1, rel_tol=max(1e3 * work_eps, 1e-12))
     c = ny.bn.T @ omega2  # k' x m
     g_hat_w = ny.bn @ c  # G_hat w_j, p x m
-    if mfp is not None:
-        # exact cross moments (small C): A is exact, only B is estimated
-        q_phi = span.basis.T @ mfp
-        a_j = np.full(y2.shape[1], float(np.sum(q_phi * q_phi)))
     if mode == "orth":
         # V = omega1 orthonormal, probes orthogonal to V: only the P-blocks are stochastic
         a11 = omega1.T @ y1
         pg = y2 - omega1 @ (omega1.T @ y2)
         b_j = 2.0 * float(np.sum(y1 * y1)) - float(np.sum(a11 * a11)) + _colsq(pg)
-        if mfp is None:
-            a_j = float(np.sum(t1 * t1)) + _colsq(t2)
     else:
         b_j = float(np.sum(ny.h * ny.h)) + _colsq(y2) - _colsq(g_hat_w)
-        if mfp is None:
-            tn = t1 @ ny.w  # Q^T Phic Pi in Nystrom coordinates, r x k'
-            a_j = float(np.sum(tn * (tn @ ny.h))) + _colsq(t2) - _colsq(tn @ c)
     m = b_j.size
-    a_bar, b_bar = float(a_j.mean()), float(b_j.mean())
-    b_bar = max(b_bar, 1e-300)
+    b_bar = max(float(b_j.mean()), 1e-300)
     norm_k = math.sqrt(b_bar)
-    sl = math.sqrt(span.norm_l2) if span.norm_l2 > 0 else 0.0
-    # delta method: D = 1 - A / (sqrt(L2) sqrt(B))
-    if sl > 0:
-        grad = np.array([-1.0 / (sl * norm_k), a_bar / (2.0 * sl * b_bar * norm_k)])
-        cov = np.cov(np.vstack([a_j, b_j]), ddof=1)
-        var = max(float(grad @ cov @ grad) / m, 0.0)
-    else:
+
+    def a_samples(basis: np.ndarray) -> np.ndarray:
+        """Per-probe estimates of ``A = ||basis^T Fc^T Phic||_F^2`` (exact when the cross moments are kept)."""
+        if mfp is not None:  # exact cross moments (small C): A is exact, only B is estimated
+            q_phi = basis.T @ mfp
+            return np.full(m, float(np.sum(q_phi * q_phi)))
+        t1 = basis.T @ z1  # basis^T Fc^T Phic Omega_1, r x s1
+        t2 = basis.T @ z2
+        if mode == "orth":
+            return float(np.sum(t1 * t1)) + _colsq(t2)
+        tn = t1 @ ny.w  # in Nystrom coordinates, r x k'
+        return float(np.sum(tn * (tn @ ny.h))) + _colsq(t2) - _colsq(tn @ c)
+
+    def terms(basis: np.ndarray, norm_l2: float) -> KernelTerms:
+        """``A`` with the delta-method error of ``D = 1 - A / (sqrt(L2) sqrt(B))`` over the probes."""
+        a_j = a_samples(basis)
+        a_bar = float(a_j.mean())
+        sl = math.sqrt(norm_l2) if norm_l2 > 0 else 0.0
         var = 0.0
-    err = error_multiplier(m) * math.sqrt(var) + floor
+        if sl > 0:
+            grad = np.array([-1.0 / (sl * norm_k), a_bar / (2.0 * sl * b_bar * norm_k)])
+            cov = np.cov(np.vstack([a_j, b_j]), ddof=1)
+            var = max(float(grad @ cov @ grad) / m, 0.0)
+        return KernelTerms(a_bar, norm_l2, float(error_multiplier(m) * math.sqrt(var) + floor))
+
     res = _finish(
-        inner=a_bar,
+        span=terms(span.basis, span.norm_l2),
+        half=terms(half.basis, half.norm_l2),
         norm_k=norm_k,
         r=span.rank,
         a=span.constant_share,
-        norm_l2=span.norm_l2,
+        sqrt=half,
+        output_kernel=output_kernel,
         centered_output_ev=span.centered_ev,
         n=n,
         p=p,
@@ -233,7 +243,7 @@ def _estimate(
         precision=precision,
         feature_rank=None,
         notes=span.notes,
-        extra=dict(error_estimate=float(err), sketch_size=int(omega1.shape[1]), probes=int(m), passes=int(passes)),
+        extra=dict(sketch_size=int(omega1.shape[1]), probes=int(m), passes=int(passes)),
     )
     # spectrum: eigenpairs of G_hat, utilization from Fc^T Phic on the sketched subspace
     lam, e = scipy.linalg.eigh(ny.h, check_finite=False)
@@ -265,6 +275,7 @@ def _estimate(
         rank_tol=100.0 * work_eps,
         method=method,
         eigenvalue_error=float(resid_fro * scale / n),
+        **kernel_fields(res),
     )
     return res, spec
 
@@ -462,36 +473,53 @@ class DLRSketch:
             precision=dtype_name(acc.work),
         )
 
-    def result(self, rtol: float | None = None) -> DLRResult:
-        """D_LR estimated from the sketch, with ``error_estimate`` (see the module docs).
+    def result(
+        self, rtol: float | None = None, *, output_kernel: str = "span", center_logits: bool = CENTER_LOGITS
+    ) -> DLRResult:
+        """D_LR and D_half estimated from the sketch, each with an error estimate (see the module docs).
 
         Parameters
         ----------
-        rtol : float, optional
-            Output-span tolerance, as in :meth:`dlrcore.DLRStats.result`.
+        rtol, output_kernel, center_logits
+            As in :meth:`dlrcore.DLRStats.result`. D_half is estimated from the same sketched products as the
+            literal value (only the C x r map applied to them differs), with its own delta-method error.
 
         Returns
         -------
         DLRResult
-            ``method == "sketch"``, with ``error_estimate``, ``sketch_size``, ``probes`` and ``passes = 1``.
+            ``method == "sketch"``, with ``error_estimate`` (of ``value``), ``error_span``, ``error_sqrt``,
+            ``sketch_size``, ``probes`` and ``passes = 1``.
         """
-        return self._estimate(rtol, None)[0]
+        return self._estimate(rtol, None, output_kernel, center_logits)[0]
 
-    def spectrum(self, k: int | None = None, *, rtol: float | None = None, name: str = "") -> Spectrum:
+    def spectrum(
+        self,
+        k: int | None = None,
+        *,
+        rtol: float | None = None,
+        name: str = "",
+        output_kernel: str = "span",
+        center_logits: bool = CENTER_LOGITS,
+    ) -> Spectrum:
         """Top-``k`` eigenvalues of the feature covariance and utilization on them (Nystrom approximation).
 
         Eigenvalues are at most the true ones, low by at most ``eigenvalue_error`` (an estimate of
         ``||G - G_hat||_F / n``); ``effective_rank`` is NaN (it needs the whole spectrum) and the participation
         ratio uses the estimated ``||G||_F``. No quality curve (labels are not sketched).
         """
-        spec = self._estimate(rtol, k)[1]
+        spec = self._estimate(rtol, k, output_kernel, center_logits)[1]
         return spec.with_name(name) if name else spec
 
-    def _estimate(self, rtol: float | None, k: int | None) -> tuple[DLRResult, Spectrum]:
+    def _estimate(
+        self, rtol: float | None, k: int | None, output_kernel: str, center_logits: bool
+    ) -> tuple[DLRResult, Spectrum]:
+        check_output_kernel(output_kernel)
         h = self._host()
         return _estimate(
             mode="nystrom",
             rtol=rtol,
+            output_kernel=output_kernel,
+            center_logits=center_logits,
             data_eps=self._data_eps,
             method="sketch",
             passes=1,
@@ -586,6 +614,8 @@ def randomized_dlr(
     batch_rows: int | None = None,
     progress: bool = False,
     return_spectrum: bool = False,
+    output_kernel: str = "span",
+    center_logits: bool = CENTER_LOGITS,
 ) -> DLRResult | tuple[DLRResult, Spectrum]:
     """D_LR by a randomized range finder on the feature Gram, streaming row blocks of the arrays.
 
@@ -605,7 +635,7 @@ def randomized_dlr(
         Stochastic probes of the residual (at least 4).
     seed : int
         Random seed.
-    rtol, precision
+    rtol, precision, output_kernel, center_logits
         As in :func:`dlrcore.dlr`.
     batch_rows : int, optional
         Rows per block (default about 64 MiB of features).
@@ -634,6 +664,7 @@ def randomized_dlr(
     True
     """
     _check_params(rank, oversample, probes)
+    check_output_kernel(output_kernel)
     if int(power_iters) != power_iters or power_iters < 0:
         raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
     xp, x, f = validate_pair(features, outputs, None, None)
@@ -685,6 +716,8 @@ def randomized_dlr(
         method="randomized",
         passes=total_passes,
         k=rank,
+        output_kernel=output_kernel,
+        center_logits=center_logits,
     )
     return (res, spec) if return_spectrum else res
 

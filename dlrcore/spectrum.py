@@ -21,6 +21,7 @@ import numpy as np
 import scipy.linalg
 
 from .exact import effective_rank
+from .result import DLRResult
 
 __all__ = ["Spectrum", "spectrum_from_moments", "top_eigh"]
 
@@ -53,7 +54,7 @@ class Spectrum:
     feature_rank : int
         Number of eigenvalues above the relative tolerance ``rank_tol``.
     dlr : float
-        D_LR of the same statistics.
+        The measure chosen by ``output_kernel`` for the same statistics (the literal D_LR by default).
     n, p, C, k : int
         Samples, feature width, output width, modes returned.
     rank_tol : float
@@ -68,6 +69,10 @@ class Spectrum:
         (``DLRStats.spectrum(k, method="randomized")``) the same quantity summed from the residual itself plus a
         rounding allowance: a bound, not an estimate.
         None for exact spectra.
+    output_kernel : str
+        Which measure ``dlr`` holds (``"span"`` literal D_LR, ``"sqrt"`` D_half).
+    dlr_span, dlr_sqrt : float
+        Both measures of the same statistics.
     """
 
     eigenvalues: np.ndarray
@@ -86,6 +91,9 @@ class Spectrum:
     name: str = field(default="")
     method: str = field(default="exact")
     eigenvalue_error: float | None = field(default=None)
+    output_kernel: str = field(default="span")
+    dlr_span: float = field(default=math.nan)
+    dlr_sqrt: float = field(default=math.nan)
 
     @property
     def modes(self) -> np.ndarray:
@@ -129,8 +137,8 @@ class Spectrum:
 
         c = max(self.C, 1)
         lines = [
-            f"Spectrum{f' {self.name!r}' if self.name else ''}: D_LR = {self.dlr:.4f}, n = {self.n}, p = {self.p}, "
-            f"C = {self.C}, {self.k} modes",
+            f"Spectrum{f' {self.name!r}' if self.name else ''}: D_LR = {self.dlr_span:.4f}, "
+            f"D_half = {self.dlr_sqrt:.4f} (lower = richer), n = {self.n}, p = {self.p}, C = {self.C}, {self.k} modes",
             f"  effective rank {self.effective_rank:.2f}, participation ratio {self.participation_ratio:.2f}, "
             f"feature rank {self.feature_rank}",
             f"  at k = C = {c}: relative eigenvalue {at(self.relative_eigenvalue, c)}, utilization "
@@ -208,7 +216,7 @@ def spectrum_from_moments(
     *,
     n: int,
     m_pp: np.ndarray,
-    dlr: float,
+    result: DLRResult,
     C: int,
     m_fp: np.ndarray | None = None,
     trace_ff: float | None = None,
@@ -231,8 +239,8 @@ def spectrum_from_moments(
         Samples.
     m_pp : ndarray
         ``Phic^T Phic`` (p x p, symmetric).
-    dlr : float
-        D_LR of the same statistics (carried for legends).
+    result : DLRResult
+        D_LR and D_half of the same statistics (carried for legends).
     C : int
         Output width.
     m_fp, trace_ff : ndarray, float
@@ -309,7 +317,7 @@ def spectrum_from_moments(
         effective_rank=effective_rank(s, rel_tol=rank_tol) if bound is None else float("nan"),
         participation_ratio=float(pr),
         feature_rank=feature_rank,
-        dlr=float(dlr),
+        dlr=float(result.value),
         n=int(n),
         p=int(p),
         C=int(C),
@@ -318,4 +326,10 @@ def spectrum_from_moments(
         name=name,
         method=method,
         eigenvalue_error=None if bound is None else bound / n,
+        **kernel_fields(result),
     )
+
+
+def kernel_fields(result: DLRResult) -> dict[str, Any]:
+    """The output-kernel fields a :class:`Spectrum` carries from the result of the same statistics."""
+    return dict(output_kernel=result.output_kernel, dlr_span=result.value_span, dlr_sqrt=result.value_sqrt)

@@ -18,7 +18,8 @@ from scipy.linalg import blas
 
 from .accumulate import Accumulator, BadBatch, dtype_eps, dtype_name, explain_bad, validate_pair
 from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
-from .exact import dlr_from_moments, dlr_from_weight_moments
+from .baseline import DEFAULT_DRAWS, random_readout_baseline
+from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
     FLOAT32_MIN_WIDTH,
     PRECISIONS,
@@ -30,7 +31,7 @@ from .inputs import (
 )
 from .moments import BadSegment, Moments, stage_capacity, symmetric
 from .measures import NC1Result, nc1_from_moments
-from .result import DLRResult
+from .result import Baseline, DLRResult
 from .spectrum import Spectrum, spectrum_from_moments
 from .storage import atomic_savez, read_npz
 
@@ -99,7 +100,7 @@ class DLRStats:
         self._data_eps = 0.0
         self._weights = weight is not None
         self._dev: Any = None  # Accumulator of device batches (CuPy, array-API), folded into _mom on demand
-        self._wtw = self._wtb = None
+        self._wtw = self._wtb = self._wtw_c = None
         self._btb = 0.0
         if weight is None:
             if bias is not None:
@@ -122,15 +123,20 @@ class DLRStats:
                 raise DLRInputError(f"bias: expected shape ({C},) to match weight {w.shape}, got {b.shape}")
             check_finite_and_bound(b, "bias", np.dtype(np.float64))
             b = b[:, 0].astype(np.float64)
-        # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64)
-        wtw = np.zeros((p, p))
-        wtb = np.zeros(p)
+        # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64):
+        # first the class-centered W^T (I - 1 1^T / C) W from rows minus their mean m (for D_half with centered
+        # logits), then W^T W = that + C m m^T, a sum of positive semi-definite terms (no cancellation either way)
         step = max(1, (64 * 2**20) // (8 * p))
-        for i in range(0, C, step):
-            wi = np.asarray(w[i : i + step], dtype=np.float64)
-            wtw += symmetric(blas.dsyrk(1.0, wi.T, trans=0, lower=0))
-            wtb += wi.T @ b[i : i + step]
-        self._wtw, self._wtb, self._btb = wtw, wtb, float(b @ b)
+        rows = [slice(i, min(i + step, C)) for i in range(0, C, step)]
+        m = sum(np.asarray(w[sl], dtype=np.float64).sum(axis=0) for sl in rows) / C
+        wtw_c = np.zeros((p, p))
+        wtb = np.zeros(p)
+        for sl in rows:
+            wi = np.asarray(w[sl], dtype=np.float64)
+            wtw_c += symmetric(blas.dsyrk(1.0, (wi - m).T, trans=0, lower=0))
+            wtb += wi.T @ b[sl]
+        self._wtw, self._wtw_c = wtw_c + C * np.outer(m, m), wtw_c
+        self._wtb, self._btb = wtb, float(b @ b)
         self._p, self._C = p, C
         self._data_eps = max(self._data_eps, float(np.finfo(w.dtype).eps))
 
@@ -440,7 +446,7 @@ class DLRStats:
         self._sync()
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
-        for name in ("_wtw", "_wtb"):
+        for name in ("_wtw", "_wtb", "_wtw_c"):
             v = getattr(self, name)
             setattr(out, name, None if v is None else v.copy())
         return out
@@ -479,15 +485,30 @@ class DLRStats:
             "labels_labels": blk(2, 2),
         }
 
-    def result(self, rtol: float | None = None) -> DLRResult:
-        """Exact D_LR of everything accumulated so far.
+    def result(
+        self,
+        rtol: float | None = None,
+        *,
+        output_kernel: str = "span",
+        center_logits: bool = CENTER_LOGITS,
+        baseline: bool = False,
+    ) -> DLRResult:
+        """Exact D_LR of everything accumulated so far: the literal value and D_half.
 
         Parameters
         ----------
         rtol : float, optional
-            Relative tolerance on the singular values of the raw outputs that decides the output span
-            (``sigma_i > rtol * sigma_1`` kept). None uses :func:`dlrcore.exact.default_rtol`. A larger value
-            (e.g. 0.1) keeps only the strong output directions, see the docs on cross-entropy logits.
+            Relative tolerance on the singular values of the raw outputs that decides the literal output span
+            (``sigma_i > rtol * sigma_1`` kept). None uses :func:`dlrcore.exact.default_rtol`. D_half needs none.
+        output_kernel : {"span", "sqrt"}
+            Which measure ``result.value`` holds: ``"span"``, the paper's literal D_LR, or ``"sqrt"``, D_half (the
+            square-root output kernel, for cross-entropy logits; docs/output-kernel.md). Both are always in
+            ``value_span`` and ``value_sqrt``.
+        center_logits : bool
+            Center the logits across classes before D_half (``F (I - 1 1^T / C)``), so that per-sample shifts
+            common to every class (which softmax ignores) do not count. Needs C >= 2.
+        baseline : bool
+            Also compute :meth:`baseline` (default draws) into ``result.baseline``.
 
         Returns
         -------
@@ -497,8 +518,9 @@ class DLRStats:
         prec = "float32" if mo.work == np.float32 else "float64"
         eps_prod = float(np.finfo(mo.work).eps)
         feature_tol = 100.0 * eps_prod
+        kernel = dict(output_kernel=output_kernel, center_logits=center_logits, work_eps=eps_prod)
         if self._weights:
-            return dlr_from_weight_moments(
+            res = dlr_from_weight_moments(
                 n=mo.n,
                 mean_phi=mo.block_mean(0),
                 m_pp=mo.block(0, 0),
@@ -510,18 +532,67 @@ class DLRStats:
                 data_eps=max(self._data_eps, eps_prod),
                 feature_rel_tol=feature_tol,
                 precision=prec,
+                wtw_centered=self._wtw_c,
+                **kernel,
             )
-        return dlr_from_moments(
+        else:
+            res = dlr_from_moments(
+                n=mo.n,
+                m_pp=mo.block(0, 0, upper=True),
+                m_fp=mo.block(1, 0),
+                m_ff=mo.block(1, 1, upper=True),
+                mean_f=mo.block_mean(1),
+                rtol=rtol,
+                data_eps=self._data_eps,
+                feature_rel_tol=feature_tol,
+                precision=prec,
+                upper=True,
+                **kernel,
+            )
+        if baseline:
+            res = res.with_baseline(self.baseline(center_logits=center_logits))
+        return res
+
+    def baseline(
+        self, draws: int = DEFAULT_DRAWS, *, seed: int = 0, center_logits: bool = CENTER_LOGITS
+    ) -> Baseline:
+        """Both measures for random Gaussian readouts of these features: what an untrained readout would score.
+
+        Each draw is a readout ``W`` (C x p, independent standard normal entries, no bias) applied to the stored
+        feature moments alone: no pass over the data, O(p^2 C) work per draw (O(p^2 C + p^3) when C > p). D_half
+        reads low for any readout once C is a large share of the feature rank; this baseline says how low.
+
+        Parameters
+        ----------
+        draws : int
+            Number of random readouts (at least 1).
+        seed : int
+            Seed of the readouts.
+        center_logits : bool
+            As in :meth:`result`.
+
+        Returns
+        -------
+        Baseline
+
+        Examples
+        --------
+        >>> import numpy as np, dlrcore
+        >>> rng = np.random.default_rng(0)
+        >>> phi = rng.normal(size=(500, 32)) * np.linspace(3, 0.1, 32)
+        >>> b = dlrcore.DLRStats().update(phi, phi[:, :4]).baseline(draws=4)
+        >>> b.draws, b.C, 0.0 <= b.sqrt_mean <= 1.0
+        (4, 4, True)
+        """
+        mo = self._require()
+        return random_readout_baseline(
             n=mo.n,
-            m_pp=mo.block(0, 0, upper=True),
-            m_fp=mo.block(1, 0),
-            m_ff=mo.block(1, 1, upper=True),
-            mean_f=mo.block_mean(1),
-            rtol=rtol,
-            data_eps=self._data_eps,
-            feature_rel_tol=feature_tol,
-            precision=prec,
-            upper=True,
+            mean_phi=mo.block_mean(0),
+            m_pp=mo.block(0, 0),
+            C=int(self._C),
+            draws=draws,
+            seed=seed,
+            center_logits=center_logits,
         )
 
     def spectrum(
@@ -534,6 +605,8 @@ class DLRStats:
         oversample: int = 16,
         power_iters: int = 2,
         seed: int = 0,
+        output_kernel: str = "span",
+        center_logits: bool = CENTER_LOGITS,
     ) -> Spectrum:
         """The paper's eigen-visualisation data: eigenvalues, utilization and (with labels) quality curves.
 
@@ -542,8 +615,9 @@ class DLRStats:
         k : int, optional
             Modes to return; default all modes the statistics support (``min(p, n - 1)``). Required with
             ``method="randomized"``.
-        rtol : float, optional
-            Output-span tolerance for the D_LR value carried in the spectrum (see :meth:`result`).
+        rtol, output_kernel, center_logits
+            For the D_LR and D_half values carried in the spectrum (see :meth:`result`); ``output_kernel`` picks
+            which one ``Spectrum.dlr`` holds.
         name : str
             Legend label for figures.
         method : {"exact", "randomized"}
@@ -571,13 +645,13 @@ class DLRStats:
         True
         """
         mo = self._require()
-        value = self.result(rtol=rtol).value
+        res = self.result(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
         has_y = bool(self._cy)
         diag_sum = lambda i: float(np.trace(mo.block(i, i, upper=True)))  # noqa: E731
         common = dict(
             n=mo.n,
             m_pp=mo.block(0, 0),
-            dlr=value,
+            result=res,
             C=int(self._C),
             m_yp=mo.block(2, 0) if has_y else None,
             trace_yy=diag_sum(2) if has_y else None,
@@ -632,6 +706,8 @@ class DLRStats:
             meta.update(self._mom.state_arrays())
         if self._weights:
             meta.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb))
+            if self._wtw_c is not None:
+                meta.update(wtw_centered=self._wtw_c)
         return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
 
     @classmethod
@@ -654,6 +730,7 @@ class DLRStats:
             st._weights = bool(data["weights_mode"])
             if st._weights:
                 st._wtw, st._wtb, st._btb = data["wtw"], data["wtb"], float(data["btb"])
+                st._wtw_c = data["wtw_centered"] if "wtw_centered" in data else None
             if int(data["n"]):
                 c = st._c_out
                 st._mom = Moments(

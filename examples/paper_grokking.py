@@ -13,8 +13,10 @@ Two losses are trained from the same initialisation and data split:
 * ``mse``: MSE on one-hot targets, the setting where D_LR compares the features with the right ideal kernel
   (isotropic targets, see docs/dlr.md and "Domain of validity"): the main run;
 * ``ce``: cross-entropy, the classical grokking setting. Its logits are strongly anisotropic (a few Fourier
-  modes), so the exact output span weighs many weak directions fully; D_LR is reported both with the exact span
-  and with ``rtol=0.1`` (strong output directions only). Read the CE numbers with that caveat.
+  modes), so the literal D_LR's exact output span weighs many weak directions fully and moves the wrong way;
+  D_half (the square-root output kernel, ``output_kernel="sqrt"``, docs/output-kernel.md) weighs them by strength
+  and is the number to read. Both are recorded for both losses, with D_half of class-centered logits, the
+  literal value with ``rtol=0.1`` (strong output directions only) and the random-readout baseline of both.
 
 Why two hidden layers: with one, the last hidden layer is ``relu(u(a) + v(b))``, and however the network solves
 the task those features keep large components that depend on a or b alone, which the outputs (functions of
@@ -144,6 +146,9 @@ def train(loss_name: str, cfg: dict[str, Any], seed: int, split: tuple[torch.Ten
             # intra-op threads (same libgomp): set them back, or training runs oversubscribed and much slower
             torch.set_num_threads(threads)
             rec["dlr_rtol"] = tracker.stats.result(rtol=CE_RTOL).value
+            rec["dlr_sqrt_centered"] = tracker.stats.result(center_logits=True).value_sqrt
+            base = tracker.stats.baseline()
+            rec["baseline_span"], rec["baseline_sqrt"] = base.span_mean, base.sqrt_mean
             # for comparison, D_LR on the training pairs (the main measurement is on the held-out pairs)
             rec["dlr_train"] = collect(model, train_set, layer=model.head, progress=False).result().value
             torch.set_num_threads(threads)
@@ -167,8 +172,10 @@ def train(loss_name: str, cfg: dict[str, Any], seed: int, split: tuple[torch.Ten
         if step is not None:
             rec = next(r for r in records if r["step"] == step)
             spectra[name] = {"step": step, "spectrum": dlrcore.Spectrum.from_dict(spectra_by_step[step]),
-                             "dlr": rec["dlr"], "dlr_rtol": rec["dlr_rtol"], "test_acc": rec["test_acc"]}
-    return {"loss": loss_name, "records": records, "events": events, "spectra": spectra, "seconds": seconds}
+                             "dlr": rec["dlr"], "dlr_sqrt": rec["dlr_sqrt"], "dlr_rtol": rec["dlr_rtol"],
+                             "test_acc": rec["test_acc"]}
+    return {"loss": loss_name, "records": records, "events": events, "events_sqrt": detect(records, key="dlr_sqrt"),
+            "spectra": spectra, "seconds": seconds}
 
 
 def _first(records: list[dict[str, Any]], cond: Any, start: int = 0) -> dict[str, Any] | None:
@@ -230,30 +237,33 @@ def plot_trajectories(runs: list[dict[str, Any]], path: Path, cfg: dict[str, Any
     for ax, run in zip(axes[0], runs):
         recs, ev = run["records"], run["events"]
         steps = [r["step"] for r in recs]
-        ax.plot(steps, [r["dlr"] for r in recs], color="black", lw=2, label="D_LR (held-out pairs)")
+        ax.plot(steps, [r["dlr"] for r in recs], color="black", lw=2, label="D_LR, literal (held-out pairs)")
         ax.plot(steps, [r["dlr_train"] for r in recs], color="black", lw=1, ls=":", label="D_LR (training pairs)")
+        ax.plot(steps, [r["dlr_sqrt"] for r in recs], color="C3", lw=2, label="D_half (held-out pairs)")
+        ax.plot(steps, [r["baseline_sqrt"] for r in recs], color="C3", lw=1, ls=":",
+                label="D_half of random readouts")
         if run["loss"] == "ce":  # the exact output span weighs the many weak logit directions fully
             ax.plot(steps, [r["dlr_rtol"] for r in recs], color="0.45", lw=1.6,
                     label=f"D_LR, output span rtol={CE_RTOL}")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("step")
-        ax.set_ylabel("D_LR (lower = richer)")
+        ax.set_ylabel("D_LR and D_half (lower = richer)")
         ax.grid(True, alpha=0.3)
         ax2 = ax.twinx()
         ax2.plot(steps, [r["train_acc"] for r in recs], color="C0", ls="--", lw=1.5, label="train accuracy")
-        ax2.plot(steps, [r["test_acc"] for r in recs], color="C3", ls="--", lw=1.5, label="test accuracy")
+        ax2.plot(steps, [r["test_acc"] for r in recs], color="C2", ls="--", lw=1.5, label="test accuracy")
         ax2.set_ylim(-0.02, 1.02)
         ax2.set_ylabel("accuracy")
-        for key, color, text in (("memorised_at", "C0", "memorised"), ("grokked_at", "C3", "test acc 0.9"),
+        for key, color, text in (("memorised_at", "C0", "memorised"), ("grokked_at", "C2", "test acc 0.9"),
                                  ("dlr_fall_at", "black", "D_LR half-way down")):
             if ev.get(key) is not None:
                 ax.axvline(ev[key], color=color, ls=":", lw=1.2)
                 ax.text(ev[key], 1.0, " " + text, color=color, fontsize="x-small", rotation=90, va="top")
-        name = "MSE on one-hot targets" if run["loss"] == "mse" else "cross-entropy (caveat: anisotropic logits)"
+        name = "MSE on one-hot targets" if run["loss"] == "mse" else "cross-entropy (anisotropic logits)"
         ax.set_title(f"{name}", fontsize="medium")
         for h in ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]:
             legend.setdefault(h.get_label(), h)
-    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=3, frameon=False,
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=4, frameon=False,
                fontsize="small")
     sep = ", " if len(runs) > 1 else "\n"  # one panel: two lines, or the title is wider than the figure
     fig.suptitle(f"Grokking (a + b) mod {cfg['modulus']}, train fraction {cfg['train_frac']}{sep}"
@@ -289,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     def clean(run: dict[str, Any]) -> dict[str, Any]:
         d = {k: v for k, v in run.items() if k != "spectra"}
         d["checkpoints"] = {
-            k: {"step": v["step"], "dlr": v["dlr"], "dlr_rtol": v["dlr_rtol"], "test_acc": v["test_acc"],
+            k: {"step": v["step"], "dlr": v["dlr"], "dlr_sqrt": v["dlr_sqrt"], "dlr_rtol": v["dlr_rtol"],
+                "test_acc": v["test_acc"],
                 "effective_rank": v["spectrum"].effective_rank,
                 "relative_eigenvalue_top": [float(x) for x in v["spectrum"].relative_eigenvalue[:40]],
                 "cumulative_utilization_at_C": float(
@@ -319,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{ev['dlr_fall_at']} (onset {ev['dlr_fall_onset_at']}); D_LR {ev.get('dlr_memorisation', math.nan):.3f}"
               f" at memorisation -> {ev['dlr_after']:.3f} after; final test acc {ev['test_acc_final']:.3f}",
               flush=True)
+        ev_h = run["events_sqrt"]
+        print(f"[{loss_name}, D_half] {ev_h.get('dlr_memorisation', math.nan):.3f} at memorisation -> "
+              f"{ev_h['dlr_after']:.3f} after; half-way down at {ev_h['dlr_fall_at']}", flush=True)
         if loss_name == "ce":
             ev_r = detect(run["records"], key="dlr_rtol")
             run["events_rtol"] = ev_r
@@ -328,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         labels = [f"{k}, step {v['step']}" for k, v in sp.items()]
         title = (f"Grokking (a + b) mod {cfg['modulus']}, {loss_name.upper()}: feature spectra of the held-out "
                  "pairs")
-        if loss_name == "ce":  # the legend gives the exact-span D_LR
+        if loss_name == "ce":  # the legend gives the exact-span D_LR and D_half
             title += f"\nD_LR with rtol={CE_RTOL}: " + ", ".join(f"{k} {v['dlr_rtol']:.2f}" for k, v in sp.items())
         fig = dlrcore.plot.spectrum([v["spectrum"] for v in sp.values()], labels=labels, title=title,
-                                    figsize=(12.0, 4.4) if loss_name == "ce" else None)
+                                    figsize=(12.0, 4.6) if loss_name == "ce" else (12.0, 4.3))
         fig.savefig(out / f"{stem}_spectrum_{loss_name}.png", dpi=80)
         write()
     plot_trajectories(runs, out / f"{stem}_trajectory.png", cfg)

@@ -24,6 +24,7 @@ __all__ = [
     "ref_dlr",
     "ref_dlr_from_weights",
     "participation_ratio_dlr",
+    "ref_dhalf",
     "simplex_problem",
 ]
 
@@ -93,6 +94,40 @@ def ref_dlr(Phi, F, rtol: float = REF_RTOL) -> RefResult:
     ones = np.ones(n)
     a = float(np.sum((Q.T @ ones) ** 2) / n)
     return RefResult(value=1.0 - align, alignment=align, r=Q.shape[1], a=a, inner=inner, norm_k=nk, norm_l=nl)
+
+
+#: Relative eigenvalue floor of the n x n output kernel in :func:`ref_dhalf`. Its eigendecomposition puts rounding
+#: noise near n * eps * lam_1 (about 1e-13 for n of a few hundred) on the null directions, whose square roots would
+#: otherwise add spurious weight; genuine directions of the test data lie far above.
+REF_HALF_FLOOR = 1e-11
+
+
+def ref_dhalf(Phi, F, center_logits: bool = False, floor: float = REF_HALF_FLOOR) -> RefResult:
+    """D_half of DLR-MATH's square-root section from dense n x n matrices: ``L = (Fc Fc^T)^(1/2)``.
+
+    ``Fc Fc^T`` is eigendecomposed (n x n) and its square root built from the eigenvalues above ``floor`` times the
+    largest; with ``center_logits`` the outputs are first centered across classes, ``F (I - 1 1^T / C)``.
+    ``r`` is the number of eigenvalues kept, ``a`` is 0 (the kernel is centered).
+    """
+    Phi = _as2d(Phi, "Phi")
+    F = _as2d(F, "F")
+    n = Phi.shape[0]
+    if n > REF_MAX_N:
+        raise ValueError(f"reference is dense O(n^2); n={n} is too large")
+    if center_logits:
+        C = F.shape[1]
+        F = F @ (np.eye(C) - np.full((C, C), 1.0 / C))
+    H = centering(n)
+    K = H @ Phi @ Phi.T @ H
+    Fc = H @ F
+    ev, U = np.linalg.eigh(Fc @ Fc.T)
+    keep = ev > floor * ev.max()
+    L = (U[:, keep] * np.sqrt(ev[keep])) @ U[:, keep].T
+    inner = float(np.sum(K * L))
+    nk = float(np.linalg.norm(K, "fro"))
+    nl = float(np.linalg.norm(L, "fro"))
+    align = inner / (nk * nl)
+    return RefResult(value=1.0 - align, alignment=align, r=int(keep.sum()), a=0.0, inner=inner, norm_k=nk, norm_l=nl)
 
 
 def ref_dlr_from_weights(Phi, W, b=None, rtol: float = REF_RTOL) -> RefResult:

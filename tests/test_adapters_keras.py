@@ -98,8 +98,17 @@ def test_fit_with_callback(setup):
     assert [r["step"] for r in cb.records] == [2, 4]
     assert "accuracy" in cb.records[0]
     feats, outs = hand(model, x)
-    assert abs(cb.records[-1]["dlr"] - dlrcore.dlr(feats, outs).value) < 1e-6
+    want = dlrcore.dlr(feats, outs)
+    assert abs(cb.records[-1]["dlr"] - want.value) < 1e-6
     assert hist.history["dlr"][-1] == cb.records[-1]["dlr"]
+    # both measures are logged beside the chosen one
+    assert abs(hist.history["dlr_sqrt"][-1] - want.value_sqrt) < 1e-6
+    assert hist.history["dlr_span"][-1] == hist.history["dlr"][-1]
+    half = DLRKerasCallback((x, y), key="d", output_kernel="sqrt")
+    hist = model.fit(x, y, epochs=1, batch_size=50, verbose=0, callbacks=[half])
+    feats, outs = hand(model, x)
+    assert abs(hist.history["d"][-1] - dlrcore.dlr(feats, outs).value_sqrt) < 1e-6
+    assert hist.history["d"][-1] == hist.history["d_sqrt"][-1] != hist.history["d_span"][-1]
     steps = DLRKerasCallback(x, every_n_steps=3)
     model.fit(x, y, epochs=2, batch_size=50, verbose=0, callbacks=[steps])
     assert [r["step"] for r in steps.records] == [3]

@@ -107,7 +107,7 @@ def test_callback_every_n_steps(tmp_path):
     for rec in cb.records:
         probe.load_state_dict(snap.states[rec["step"]])
         want = collect(probe, held_out, progress=False).result()
-        assert abs(rec["dlr"] - want.value) < 1e-12
+        assert abs(rec["dlr"] - want.value) < 1e-12 and abs(rec["dlr_sqrt"] - want.value_sqrt) < 1e-12
         assert rec["output_rank"] == want.output_rank and rec["n"] == 48 and rec["C"] == 3
         assert "spectrum" in rec and rec["epoch"] == 0
     # logged to the CSV logger at the measured steps
@@ -116,6 +116,8 @@ def test_callback_every_n_steps(tmp_path):
         rows = [r for r in csv.DictReader(fh) if r.get("dlr/value")]
     assert [int(r["step"]) for r in rows] == [0, 3, 6]
     assert abs(float(rows[-1]["dlr/value"]) - cb.records[-1]["dlr"]) < 1e-6
+    assert abs(float(rows[-1]["dlr/span"]) - cb.records[-1]["dlr_span"]) < 1e-6
+    assert abs(float(rows[-1]["dlr/sqrt"]) - cb.records[-1]["dlr_sqrt"]) < 1e-6
     assert {"dlr/output_rank", "dlr/output_effective_rank", "dlr/constant_share"} <= set(rows[0])
     assert "dlr/value" in trainer.callback_metrics
 

@@ -453,10 +453,18 @@ def test_tracker_records_every_n_steps_and_plots(mlp, tmp_path):
     rec = tracker.records[-1]
     assert {"step", "dlr", "output_rank", "n", "test_acc", "spectrum"} <= set(rec)
     assert rec["n"] == 100 and 0.0 <= rec["dlr"] <= 1.0
-    assert rec["dlr"] == pytest.approx(dlt.collect(mlp, held_out, progress=False).result().value, abs=1e-12)
+    again = dlt.collect(mlp, held_out, progress=False).result()
+    assert rec["dlr"] == pytest.approx(again.value, abs=1e-12) and rec["output_kernel"] == "span"
+    assert rec["dlr_span"] == rec["dlr"] and rec["dlr_sqrt"] == pytest.approx(again.value_sqrt, abs=1e-12)
     fig = dlrcore.plot.trajectory(tracker.records, tmp_path / "dlr.png")
     assert (tmp_path / "dlr.png").stat().st_size > 0
-    assert [line.get_label() for ax in fig.axes for line in ax.get_lines()] == ["D_LR", "test_acc"]
+    # both measures are drawn, each from its own record key
+    assert [line.get_label() for ax in fig.axes for line in ax.get_lines()] == ["D_LR", "D_half", "test_acc"]
+    np.testing.assert_allclose(fig.axes[0].get_lines()[1].get_ydata(), [r["dlr_sqrt"] for r in tracker.records])
+    half = dlt.Tracker(mlp, held_out, every=5, output_kernel="sqrt").measure(11)
+    assert half["dlr"] == half["dlr_sqrt"] == pytest.approx(again.value_sqrt, abs=1e-12)
+    with pytest.raises(ValueError, match="output_kernel"):
+        dlt.Tracker(mlp, held_out, output_kernel="half")
     spectra = [dlrcore.Spectrum.from_dict(r["spectrum"]) for r in tracker.records]
     dlrcore.plot.spectrum(spectra, tmp_path / "spectra.png")
     assert (tmp_path / "spectra.png").stat().st_size > 0

@@ -183,21 +183,28 @@ def test_spectrum_axes_scales_labels_and_data(rich, lazy):
     assert _data_lines(ax_eig)[0].get_color() != _data_lines(ax_eig)[1].get_color()
 
 
-def test_spectrum_legend_names_and_dlr(rich, lazy):
+def test_spectrum_legend_names_and_both_values(rich, lazy):
+    def vals(s):
+        return f"D_LR {s.dlr_span:.3f}, D_half {s.dlr_sqrt:.3f}"
+
+    assert rich.dlr == rich.dlr_span and rich.dlr_sqrt != rich.dlr_span  # the two numbers differ on these data
     texts = _legend_texts(dplot.spectrum([rich, lazy]))
-    assert texts[0] == f"rich (D_LR {rich.dlr:.3f})"
-    assert texts[1] == f"lazy (D_LR {lazy.dlr:.3f})"
+    assert texts[0] == f"rich ({vals(rich)})"
+    assert texts[1] == f"lazy ({vals(lazy)})"
     assert texts[2] == f"k = C = {C}"
-    # labels override the names, the D_LR values stay
+    # labels override the names, the values stay
     texts = _legend_texts(dplot.spectrum([rich, lazy], labels=["epoch 10", "epoch 20"]))
-    assert texts[:2] == [f"epoch 10 (D_LR {rich.dlr:.3f})", f"epoch 20 (D_LR {lazy.dlr:.3f})"]
+    assert texts[:2] == [f"epoch 10 ({vals(rich)})", f"epoch 20 ({vals(lazy)})"]
     # one spectrum, a string label, or no name at all
-    assert _legend_texts(dplot.spectrum(rich, labels="only"))[0] == f"only (D_LR {rich.dlr:.3f})"
-    assert _legend_texts(dplot.spectrum(rich.with_name("")))[0] == f"D_LR {rich.dlr:.3f}"
+    assert _legend_texts(dplot.spectrum(rich, labels="only"))[0] == f"only ({vals(rich)})"
+    assert _legend_texts(dplot.spectrum(rich.with_name("")))[0] == vals(rich)
     assert _legend_texts(dplot.spectrum([rich.with_name(""), lazy.with_name("")]))[:2] == [
-        f"spectrum 1 (D_LR {rich.dlr:.3f})",
-        f"spectrum 2 (D_LR {lazy.dlr:.3f})",
+        f"spectrum 1 ({vals(rich)})",
+        f"spectrum 2 ({vals(lazy)})",
     ]
+    # a spectrum saved before D_half existed (no dlr_sqrt) shows its D_LR alone
+    old = {k: v for k, v in rich.to_dict().items() if k not in ("dlr_span", "dlr_sqrt", "output_kernel")}
+    assert _legend_texts(dplot.spectrum(old))[0] == f"rich (D_LR {rich.dlr:.3f})"
 
 
 def test_spectrum_k_equals_c_line(rich, lazy):
@@ -246,7 +253,7 @@ def test_spectrum_many_checkpoints(rich, lazy):
         assert len(_data_lines(ax)) == 12
     colors = {tuple(np.round(matplotlib.colors.to_rgba(ln.get_color()), 6)) for ln in _data_lines(fig.axes[0])}
     assert len(colors) == 12
-    assert _legend_texts(fig)[11] == f"step 11 (D_LR {rich.dlr:.3f})"
+    assert _legend_texts(fig)[11] == f"step 11 (D_LR {rich.dlr_span:.3f}, D_half {rich.dlr_sqrt:.3f})"
 
 
 def test_spectrum_accepts_dicts_and_streaming_stats(tmp_path, rich):

@@ -59,12 +59,16 @@ def first_and_total(data: Iterable[Any], max_batches: int | None) -> tuple[Any, 
 def result_record(result: Any, **fields: Any) -> dict[str, Any]:
     """A trajectory record (for :func:`dlrcore.plot.trajectory`) from a :class:`~dlrcore.DLRResult`.
 
-    ``fields`` (``step``, ``epoch``...) come first; ``dlr_key`` names the D_LR entry (default ``"dlr"``).
+    ``fields`` (``step``, ``epoch``...) come first; ``dlr_key`` names the entry of ``result.value`` (default
+    ``"dlr"``), and ``<dlr_key>_span`` and ``<dlr_key>_sqrt`` hold the literal D_LR and D_half beside it.
     """
     key = fields.pop("dlr_key", "dlr")
     return {
         **fields,
         key: result.value,
+        f"{key}_span": result.value_span,
+        f"{key}_sqrt": result.value_sqrt,
+        "output_kernel": result.output_kernel,
         "output_rank": result.output_rank,
         "output_effective_rank": result.output_effective_rank,
         "constant_share": result.constant_share,

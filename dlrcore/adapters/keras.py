@@ -41,6 +41,7 @@ from typing import Any, Union
 import keras
 import numpy as np
 
+from ..exact import CENTER_LOGITS, check_output_kernel
 from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, result_record, split_batch
@@ -291,9 +292,10 @@ class DLRKerasCallback(keras.callbacks.Callback):
     layer : keras layer or str, optional
         As in :func:`collect`.
     key : str
-        Key of D_LR in the ``logs`` dict and in the records (default ``"dlr"``).
-    rtol : float, optional
-        Output-span tolerance passed to :meth:`dlrcore.DLRStats.result`.
+        Key of the measure in the ``logs`` dict and in the records (default ``"dlr"``); ``<key>_span`` (the
+        literal D_LR) and ``<key>_sqrt`` (D_half) are logged and recorded beside it.
+    rtol, output_kernel, center_logits
+        Passed to :meth:`dlrcore.DLRStats.result` (``output_kernel="sqrt"`` makes ``<key>`` D_half).
     **collect_kwargs
         Further keyword arguments of :func:`collect` (``max_batches``, ``labels``, ``batch_size``, ...);
         ``progress`` defaults to False.
@@ -302,8 +304,8 @@ class DLRKerasCallback(keras.callbacks.Callback):
     ----------
     records : list of dict
         One dict per measurement: ``step`` (training batches seen), ``epoch`` (epochs completed), ``dlr``,
-        ``output_rank``, ``output_effective_rank``, ``constant_share``, ``n``, ``p``, ``C`` and, at epoch ends, the
-        numeric entries of the epoch's ``logs`` (``accuracy``, ``val_accuracy``...). They feed
+        ``dlr_span``, ``dlr_sqrt``, ``output_kernel``, ``output_rank``, ``output_effective_rank``,
+        ``constant_share``, ``n``, ``p``, ``C`` and, at epoch ends, the numeric entries of the epoch's ``logs`` (``accuracy``, ``val_accuracy``...). They feed
         :func:`dlrcore.plot.trajectory` (``x="step"`` or ``x="epoch"``).
     stats : DLRStats or None
         The statistics of the last measurement.
@@ -325,6 +327,8 @@ class DLRKerasCallback(keras.callbacks.Callback):
         *,
         key: str = "dlr",
         rtol: float | None = None,
+        output_kernel: str = "span",
+        center_logits: bool = CENTER_LOGITS,
         **collect_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -337,7 +341,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.layer = layer
         self.key = key
-        self.rtol = rtol
+        self.kernel = dict(rtol=rtol, output_kernel=check_output_kernel(output_kernel), center_logits=center_logits)
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         _check(self.collect_kwargs.get("max_batches"), self.collect_kwargs.get("batch_size", 256))
         self.records: list[dict[str, Any]] = []
@@ -346,7 +350,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self._name = ""
         self._steps = 0
         self._epochs = 0
-        self._last: float | None = None
+        self._last: dict[str, float] = {}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._sub = None
@@ -369,26 +373,26 @@ class DLRKerasCallback(keras.callbacks.Callback):
         )
         if kw:
             raise TypeError(f"unexpected keyword arguments for collect: {sorted(kw)}")
-        res = stats.result(rtol=self.rtol)
+        res = stats.result(**self.kernel)
         record = result_record(res, step=self._steps, epoch=self._epochs, dlr_key=self.key)
         for k, v in (metrics or {}).items():
             if k not in record and isinstance(v, (int, float, np.floating, np.integer)):
                 record[k] = float(v)
         self.stats = stats
-        self._last = res.value
+        self._last = {k: float(record[k]) for k in (self.key, f"{self.key}_span", f"{self.key}_sqrt")}
         self.records.append(record)
         return record
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._steps += 1
         if self.every_n_steps is not None and self._steps % self.every_n_steps == 0:
-            rec = self.measure()
+            self.measure()
             if logs is not None:
-                logs[self.key] = rec[self.key]
+                logs.update(self._last)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epochs = epoch + 1
         if self.every_n_steps is None and self._epochs % self.every_n_epochs == 0:
             self.measure(logs)
-        if logs is not None and self._last is not None:
-            logs[self.key] = self._last
+        if logs is not None:
+            logs.update(self._last)

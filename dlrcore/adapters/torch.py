@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..backend import is_device_input
+from ..exact import CENTER_LOGITS, check_output_kernel
 from ..inputs import DLRInputError
 from ..progress import Progress
 from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
@@ -521,8 +522,9 @@ class Tracker:
         As in :func:`collect` (default: the last ``nn.Linear`` called).
     spectrum : bool
         Also store the eigen-spectrum (:meth:`dlrcore.Spectrum.to_dict`) in each record under ``"spectrum"``.
-    rtol : float, optional
-        Output-span tolerance passed to :meth:`dlrcore.DLRStats.result`.
+    rtol, output_kernel, center_logits
+        Passed to :meth:`dlrcore.DLRStats.result`: ``output_kernel="sqrt"`` makes ``dlr`` D_half (for
+        cross-entropy logits); both measures are recorded either way.
     **collect_kwargs
         Further keyword arguments of :func:`collect` (``max_batches``, ``labels``, ``sequence``, ...);
         ``progress`` defaults to False.
@@ -530,7 +532,8 @@ class Tracker:
     Attributes
     ----------
     records : list of dict
-        One dict per measurement: ``step``, ``dlr``, ``output_rank``, ``output_effective_rank``,
+        One dict per measurement: ``step``, ``dlr`` (the measure chosen by ``output_kernel``), ``dlr_span``
+        (literal D_LR), ``dlr_sqrt`` (D_half), ``output_kernel``, ``output_rank``, ``output_effective_rank``,
         ``constant_share``, ``n``, ``p``, ``C``, any metrics passed to :meth:`step`, and ``spectrum`` when asked
         for. They feed :func:`dlrcore.plot.trajectory`.
     stats : DLRStats or None
@@ -547,8 +550,8 @@ class Tracker:
     ...     rec = tracker.step(step, test_acc=0.5)   # after the optimizer step
     >>> [r["step"] for r in tracker.records]
     [0, 10, 20]
-    >>> sorted(tracker.records[0])[:4]
-    ['C', 'constant_share', 'dlr', 'n']
+    >>> sorted(tracker.records[0])[:5]
+    ['C', 'constant_share', 'dlr', 'dlr_span', 'dlr_sqrt']
     """
 
     def __init__(
@@ -560,6 +563,8 @@ class Tracker:
         layer: LayerSpec | None = None,
         spectrum: bool = False,
         rtol: float | None = None,
+        output_kernel: str = "span",
+        center_logits: bool = CENTER_LOGITS,
         **collect_kwargs: Any,
     ) -> None:
         if int(every) != every or every < 1:
@@ -571,7 +576,7 @@ class Tracker:
         self.every = int(every)
         self.layer = layer
         self.spectrum = bool(spectrum)
-        self.rtol = rtol
+        self.kernel = dict(rtol=rtol, output_kernel=check_output_kernel(output_kernel), center_logits=center_logits)
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         self.records: list[dict[str, Any]] = []
         self.stats: DLRStats | None = None
@@ -599,11 +604,11 @@ class Tracker:
         """Measure now, whatever the step, append the record to :attr:`records` and return it."""
         stats = collect(self.model, self.data, self.layer, **self.collect_kwargs)
         assert isinstance(stats, DLRStats)
-        res = stats.result(rtol=self.rtol)
+        res = stats.result(**self.kernel)
         record = result_record(res, step=step)
         record.update(metrics)
         if self.spectrum:
-            record["spectrum"] = stats.spectrum(rtol=self.rtol, name=f"step {step}").to_dict()
+            record["spectrum"] = stats.spectrum(name=f"step {step}", **self.kernel).to_dict()
         self.stats = stats
         self.records.append(record)
         return record
@@ -753,6 +758,8 @@ def lightning_callback_class() -> type:
             spectrum: bool = False,
             log_prefix: str = "dlr/",
             rtol: float | None = None,
+            output_kernel: str = "span",
+            center_logits: bool = CENTER_LOGITS,
             **collect_kwargs: Any,
         ) -> None:
             super().__init__()
@@ -765,7 +772,7 @@ def lightning_callback_class() -> type:
             self.log_prefix = str(log_prefix)
             self._tracker = Tracker(
                 nn.Module(), data, every=self.every_n_steps or 1, layer=layer, spectrum=spectrum, rtol=rtol,
-                **collect_kwargs,
+                output_kernel=output_kernel, center_logits=center_logits, **collect_kwargs,
             )
             self._last_step: int | None = None
 
@@ -785,6 +792,8 @@ def lightning_callback_class() -> type:
             self._last_step = step
             metrics = {
                 f"{self.log_prefix}value": float(record["dlr"]),
+                f"{self.log_prefix}span": float(record["dlr_span"]),
+                f"{self.log_prefix}sqrt": float(record["dlr_sqrt"]),
                 f"{self.log_prefix}output_rank": float(record["output_rank"]),
                 f"{self.log_prefix}output_effective_rank": float(record["output_effective_rank"]),
                 f"{self.log_prefix}constant_share": float(record["constant_share"]),
