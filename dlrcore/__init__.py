@@ -154,7 +154,7 @@ def dlr(
         )
     if method == "exact":
         if not is_numpy(prepare(features, "features")[0]):  # CuPy / array-API arrays: moments on their device
-            return exact_arrays(features, outputs, precision=precision, **kernel)
+            return exact_arrays(features, outputs, precision=precision, baseline=baseline, **kernel)
         return DLRStats(precision=precision).update(features, outputs).result(baseline=baseline, **kernel)
     if method == "randomized":
         return randomized_dlr(

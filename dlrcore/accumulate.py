@@ -284,6 +284,7 @@ def exact_arrays(
     batch_rows: int | None = None,
     output_kernel: str = "span",
     center_logits: bool = False,
+    baseline: bool = False,
 ) -> Any:
     """Exact D_LR of arrays of any array-API namespace (CuPy on a GPU), accumulated on their own device.
 
@@ -299,6 +300,7 @@ def exact_arrays(
     >>> abs(exact_arrays(phi, out).value - dlrcore.dlr(phi, out).value) < 1e-10
     True
     """
+    from .baseline import random_readout_baseline
     from .exact import dlr_from_moments
 
     xp, x, f = validate_pair(features, outputs, None, None)
@@ -307,9 +309,10 @@ def exact_arrays(
     acc = Accumulator(xp, None, work_dtype(xp, x.dtype, precision), need_z=False, need_ff=True, need_cross=True)
     acc.stream(x, f, rows)
     m_pp = to_numpy(acc.y)
-    return dlr_from_moments(
+    m_pp = 0.5 * (m_pp + m_pp.T)
+    res = dlr_from_moments(
         n=acc.n,
-        m_pp=0.5 * (m_pp + m_pp.T),
+        m_pp=m_pp,
         m_fp=to_numpy(acc.mfp),
         m_ff=to_numpy(acc.mff),
         mean_f=to_numpy(acc.mean_f),
@@ -321,3 +324,8 @@ def exact_arrays(
         center_logits=center_logits,
         work_eps=dtype_eps(acc.work),
     )
+    if baseline:
+        res = res.with_baseline(random_readout_baseline(
+            n=acc.n, mean_phi=to_numpy(acc.mean_x), m_pp=m_pp, C=f.shape[1], center_logits=center_logits
+        ))
+    return res

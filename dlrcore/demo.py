@@ -10,7 +10,7 @@ mean squared error on a synthetic classification task, twice from the same initi
 Everything else (data, initialisation, optimiser, learning rate, weight decay, epochs, mini-batch order) is
 identical. D_LR of the penultimate features against the outputs is then measured on held-out data with
 :func:`dlrcore.dlr`, together with train and test accuracy. MSE on balanced one-hot targets is the setting in
-which D_LR is meaningful (see "Domain of validity" in ``DLR-MATH.md``).
+which D_LR is meaningful (see "Domain of validity" in ``docs/dlr.md``).
 
 The task: inputs are standard Gaussian vectors in ``input_dim`` dimensions; the label of a point is the
 angular sector (one of ``num_classes`` equal sectors) that its projection onto a hidden random 2-D plane

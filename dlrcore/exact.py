@@ -147,11 +147,7 @@ def sqrt_kernel(
     """
     C = m_ff.shape[0]
     if center:
-        if C < 2:
-            raise DLRInputError(
-                "center_logits: centering logits across classes needs C >= 2 outputs (it would zero a single "
-                "output); pass center_logits=False"
-            )
+        _check_centering(C)
         m = class_centering(class_centering(m_ff).T)
         m = 0.5 * (m + m.T)
         lam, v = _eigh_desc(m)
@@ -162,14 +158,28 @@ def sqrt_kernel(
     tol = sqrt_tolerance(C, work_eps)
     r = _rank_cut(lam, tol)
     norm_l2 = float(max(np.trace(m), 0.0))
-    if center and (r == 0 or not norm_l2 > sqrt_tolerance(C, work_eps) * float(np.trace(m_ff))):
+    if center:
+        _check_centered_trace(norm_l2, float(np.trace(m_ff)), tol)
+    return SqrtKernel(
+        basis=v[:, :r] * lam[:r] ** -0.25, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center)
+    )
+
+
+def _check_centering(C: int) -> None:
+    if C < 2:
+        raise DLRInputError(
+            "center_logits: centering logits across classes needs C >= 2 outputs (it would zero a single "
+            "output); pass center_logits=False"
+        )
+
+
+def _check_centered_trace(centered: float, plain: float, tol: float) -> None:
+    """The class-centered outputs must keep more than the rounding floor ``tol`` of the outputs' variance."""
+    if not centered > tol * plain:
         raise DLRInputError(
             "outputs differ across samples only by a shift common to every class: the class-centered logits are "
             "constant, so D_half with center_logits=True is undefined (pass center_logits=False)"
         )
-    return SqrtKernel(
-        basis=v[:, :r] * lam[:r] ** -0.25, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center)
-    )
 
 
 @dataclass(frozen=True)
@@ -385,15 +395,17 @@ def _kernel_warnings(
     anisotropic = kept >= 2 and erank < ANISOTROPY_RATIO * kept
     recommends_half = output_kernel == "span" and (anisotropic or gap > DISAGREEMENT)
     if recommends_half:
+        literal, half = f"the literal D_LR ({values['span']:.3f})", f"D_half ({values['sqrt']:.3f})"
         how = (
-            f"reads {gap:.3f} higher than D_half ({values['sqrt']:.3f}), which weighs them by strength"
+            f"{literal}, which weighs every kept direction equally, reads {gap:.3f} higher than {half}, which "
+            "weighs them by strength"
             if gap > DISAGREEMENT
-            else f"and D_half ({values['sqrt']:.3f}) weighs them by strength"
+            else f"{literal} weighs every kept direction equally, {half} weighs them by strength"
         )
         out.append(
             f"anisotropic outputs: the centered outputs have effective rank {erank:.2f} against {kept:.2f} kept "
-            f"directions; the literal D_LR ({values['span']:.3f}) weighs every kept direction equally {how}. For "
-            "cross-entropy logits read D_half (output_kernel='sqrt'); see docs/output-kernel.md"
+            f"directions; {how}. For cross-entropy logits read D_half (output_kernel='sqrt'); see "
+            "docs/output-kernel.md"
         )
     if (output_kernel == "sqrt" or recommends_half) and C > WIDE_OUTPUT_RATIO * max(feature_rank, 1):
         out.append(
@@ -681,10 +693,10 @@ def dlr_from_weight_moments(
                 "center_logits: these statistics hold no class-centered W^T W (saved by an older dlrcore); "
                 "rebuild them, or pass center_logits=False"
             )
+        _check_centering(C)
         g = (vk.T @ wtw_centered @ vk) * np.outer(sk, sk)
         half = sqrt_kernel(0.5 * (g + g.T), work_eps=work_eps, center=False)
-        if C < 2 or half.rank == 0:
-            sqrt_kernel(np.zeros((C, C)), work_eps=work_eps, center=True)  # raises the precise error
+        _check_centered_trace(half.norm_l2, float(np.trace(e11)), half.tol)
     else:
         half = sqrt_kernel(e11, work_eps=work_eps, eig=g_eig)
     # half.basis = U_r diag(g_r)^(-1/4): tr(S^2 G^(1/2)) = sum_j sqrt(g_j) ||S u_j||^2 with u_j = basis_j g_j^(1/4)

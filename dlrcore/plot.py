@@ -66,6 +66,14 @@ def _format_dlr(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else str(value)
 
 
+def _legend_columns(texts: Sequence[str], fig: Figure, most: int = 4) -> int:
+    """As many legend columns (at most ``most``) as fit the figure's width: about 12 characters per inch at the
+    default font size, plus room for each entry's line sample."""
+    width_chars = 12.0 * float(fig.get_size_inches()[0])
+    longest = max((len(t) for t in texts), default=1) + 8
+    return max(1, min(len(texts), most, int(width_chars // longest)))
+
+
 def _values_label(s: Spectrum) -> str:
     """``D_LR 0.281, D_half 0.016`` (D_half only where the spectrum carries it)."""
     half = getattr(s, "dlr_sqrt", math.nan)
@@ -256,7 +264,7 @@ def spectrum(
             )
 
     handles, texts = ax_eig.get_legend_handles_labels()
-    fig.legend(handles, texts, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
+    fig.legend(handles, texts, loc="outside lower center", ncols=_legend_columns(texts, fig), frameon=False)
     if title:
         fig.suptitle(title)
     _save(fig, path)
@@ -424,8 +432,8 @@ def trajectory(
         _unit_ylim(ax2, [ay for _, _, ay in acc])
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
     # below the axes: a legend inside would hide part of some curve whatever its corner
-    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=min(len(handles), 4),
-               frameon=False)
+    texts = [h.get_label() for h in handles]
+    fig.legend(handles, texts, loc="outside lower center", ncols=_legend_columns(texts, fig), frameon=False)
     if title:
         ax.set_title(title)
     _save(fig, path)

@@ -1,6 +1,6 @@
 """Randomized and one-pass sketch estimators of D_LR for feature widths where a p x p Gram is too large.
 
-D_LR needs three numbers (``DLR-MATH.md``): ``A = ||Q^T Phic||_F^2``, ``B = ||G||_F^2`` with ``G = Phic^T Phic``,
+D_LR needs three numbers (``docs/dlr.md``): ``A = ||Q^T Phic||_F^2``, ``B = ||G||_F^2`` with ``G = Phic^T Phic``,
 and ``||L||_F`` from the outputs alone. The outputs' C x C statistics are kept exactly; ``A`` and ``B`` are
 estimated from products of ``G`` (and of ``Fc^T Phic``) with a few random directions, accumulated batch by
 batch in O(p s) memory:

@@ -1,4 +1,4 @@
-"""Dense float64 reference implementation of D_LR, straight from the definition in DLR-MATH.md.
+"""Dense float64 reference implementation of D_LR, straight from the definition in docs/dlr.md.
 
 Independent of the library's algebra: it builds the n x n matrices explicitly,
 
@@ -103,7 +103,7 @@ REF_HALF_FLOOR = 1e-11
 
 
 def ref_dhalf(Phi, F, center_logits: bool = False, floor: float = REF_HALF_FLOOR) -> RefResult:
-    """D_half of DLR-MATH's square-root section from dense n x n matrices: ``L = (Fc Fc^T)^(1/2)``.
+    """D_half of the square-root section of docs/dlr.md from dense n x n matrices: ``L = (Fc Fc^T)^(1/2)``.
 
     ``Fc Fc^T`` is eigendecomposed (n x n) and its square root built from the eigenvalues above ``floor`` times the
     largest; with ``center_logits`` the outputs are first centered across classes, ``F (I - 1 1^T / C)``.

@@ -1,4 +1,4 @@
-"""Dense float64 NumPy references for the eigen-visualisation and the companion measures (DLR-MATH.md).
+"""Dense float64 NumPy references for the eigen-visualisation and the companion measures (docs/dlr.md).
 
 Written from the definitions, independent of the library's algebra (no moments, no p x p shortcuts):
 

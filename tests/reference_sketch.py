@@ -1,6 +1,6 @@
 """Plain float64 NumPy references for the sketch tests (nothing here imports dlrcore).
 
-``ref_dlr64`` is the algebraic form of DLR-MATH.md ("Algebra that never forms an n x n matrix"), computed
+``ref_dlr64`` is the algebraic form of docs/dlr.md ("Algebra that never forms an n x n matrix"), computed
 directly from the data rather than from sufficient statistics:
 
     Phic = Phi - mean(Phi)                       (centered features)
@@ -48,7 +48,7 @@ def covariance_eigenvalues(phi) -> np.ndarray:
 
 
 def ref_utilization(phi, f) -> np.ndarray:
-    """Cumulative utilization sum_{i<=k} ||Fc^T u_i||^2 / ||Fc||_F^2 over all feature modes (DLR-MATH.md)."""
+    """Cumulative utilization sum_{i<=k} ||Fc^T u_i||^2 / ||Fc||_F^2 over all feature modes (docs/dlr.md)."""
     phi, f = _as2d(phi), _as2d(f)
     n = phi.shape[0]
     phic = phi - phi.mean(axis=0)

@@ -130,12 +130,20 @@ def test_demo_quick_separates_rich_from_lazy(capsys):
     assert set(runs) == {"rich", "lazy"}
     assert runs["rich"]["dlr"] < runs["lazy"]["dlr"] - 0.1
     assert 0.0 <= runs["rich"]["dlr"] <= 1.0 and 0.0 <= runs["lazy"]["dlr"] <= 1.0
+    assert runs["rich"]["dlr_sqrt"] < runs["lazy"]["dlr_sqrt"] - 0.1 and report["config"]["loss"] == "mse"
 
 
-def test_demo_prints_a_table(capsys):
-    assert main(["demo", "--quick", "--no-progress"]) == 0
+def test_demo_cross_entropy_reads_d_half(capsys):
+    """dlr demo --loss ce: both networks trained with cross-entropy; the conclusion reads D_half (seeds 0 and 1:
+    0.003-0.006 rich against 0.74-0.77 lazy), and the table shows both measures."""
+    assert main(["demo", "--quick", "--no-progress", "--loss", "ce"]) == 0
     out = capsys.readouterr().out
-    assert "rich" in out and "lazy" in out and "D_LR" in out
+    assert "cross-entropy" in out and "D_half" in out and "D_LR" in out and "train ce" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["rich"], ["lazy"])}
+    # columns from the right: D_half, test acc, train acc, train ce, time (s)
+    rich_half, lazy_half = float(rows["rich"][-5]), float(rows["lazy"][-5])
+    assert rich_half < 0.1 and lazy_half > rich_half + 0.4, out
+    assert "markedly richer dynamics (lower D_half)" in out
 
 
 @pytest.fixture

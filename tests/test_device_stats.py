@@ -169,3 +169,15 @@ class TestCuPy:
             feats = model[1](model[0](xb)).cpu().numpy()
             outs = model(xb).cpu().numpy()
         assert abs(st.result().value - dlrcore.dlr(feats, outs).value) < 1e-6
+
+
+def test_device_exact_path_gives_both_kernels_and_the_baseline(xs):
+    """dlrcore.dlr on array-API arrays (moments on their device): D_half, class-centered D_half and the baseline
+    equal the host path's (same float64 moments; the baseline draws the same readouts from the same seed)."""
+    x, f, _ = _data(seed=5)
+    host = dlrcore.dlr(x, f, output_kernel="sqrt", center_logits=True, baseline=True)
+    dev = dlrcore.dlr(xs.asarray(x), xs.asarray(f), output_kernel="sqrt", center_logits=True, baseline=True)
+    assert dev.value == dev.value_sqrt and dev.logits_centered
+    assert dev.value_sqrt == pytest.approx(host.value_sqrt, abs=1e-12)
+    assert dev.value_span == pytest.approx(host.value_span, abs=1e-12)
+    assert dev.baseline.sqrt_mean == pytest.approx(host.baseline.sqrt_mean, abs=1e-10)

@@ -1,4 +1,4 @@
-"""Hypothesis property tests: one per invariance of D_LR listed in DLR-MATH.md, plus the stated NON-invariance.
+"""Hypothesis property tests: one per invariance of D_LR listed in docs/dlr.md, plus the stated NON-invariance.
 
 Data are Gaussian (well conditioned: cond(F) stays below ~1e3 with n >= C + 2), drawn from a NumPy generator
 seeded by hypothesis, so tolerances are meaningful:

@@ -223,7 +223,7 @@ def test_baseline_is_refused_where_only_a_sketch_exists():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# invariances of D_half (DLR-MATH "The square-root output kernel") and the documented non-invariances
+# invariances of D_half (docs/dlr.md, "The square-root output kernel") and the documented non-invariances
 # ---------------------------------------------------------------------------------------------------------------
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60)
@@ -319,3 +319,42 @@ def test_centering_needs_two_classes_and_a_non_constant_centered_logit():
     assert 0.0 <= dlrcore.dlr(Phi, shift_only).value_sqrt <= 1.0
     with pytest.raises(dlrcore.DLRInputError, match="only by a shift common to every class"):
         dlrcore.dlr(Phi, shift_only, center_logits=True)
+
+
+def test_result_with_baseline_round_trips_through_json_and_prints_both_values():
+    Phi, F = problem("linear", 4)
+    res = dlrcore.dlr(Phi, F, output_kernel="sqrt", baseline=True)
+    back = dlrcore.DLRResult.from_dict(json.loads(res.to_json()))
+    assert back == res and isinstance(back.baseline, dlrcore.Baseline)
+    text = str(res)
+    assert f"D_LR = {res.value_span:.6f}" in text and f"D_half = {res.value_sqrt:.6f}" in text
+    assert "<- value" in text.splitlines()[1] and "random-readout baseline (5 draws of C = 5)" in text
+
+
+def test_baseline_matches_explicit_random_readouts_in_distribution():
+    """The moment-only baseline equals, in distribution, D_LR and D_half computed on explicitly formed outputs
+    Phi W^T of Gaussian W: the means of 200 draws each agree within four standard errors (C < p and C > p)."""
+    rng = np.random.default_rng(9)
+    Phi = np.maximum(rng.normal(size=(400, 24)) @ rng.normal(size=(24, 24)), 0.0)  # anisotropic, offset features
+    st = dlrcore.DLRStats().update(Phi, Phi[:, :3])
+    for C in (3, 40):
+        b = dlrcore.baseline.random_readout_baseline(
+            n=st.n, mean_phi=st.moments()["mean_features"], m_pp=st.moments()["features_features"], C=C, draws=200,
+            seed=1,
+        )
+        explicit = [dlrcore.dlr(Phi, Phi @ rng.normal(size=(24, C))) for _ in range(200)]
+        for kind, mean, std in (("span", b.span_mean, b.span_std), ("sqrt", b.sqrt_mean, b.sqrt_std)):
+            vals = np.array([getattr(r, f"value_{kind}") for r in explicit])
+            se = np.hypot(std, vals.std(ddof=1)) / np.sqrt(200)
+            assert abs(mean - vals.mean()) <= 4 * se + 1e-12, (C, kind, mean, vals.mean(), se)
+
+
+def test_weights_path_centering_errors_name_the_problem():
+    rng = np.random.default_rng(0)
+    Phi = rng.normal(size=(100, 5))
+    same_rows = np.ones((3, 1)) * rng.normal(size=(1, 5))  # every class has the same weight row
+    with pytest.raises(dlrcore.DLRInputError, match="only by a shift common to every class"):
+        dlrcore.dlr_from_weights(Phi, same_rows, center_logits=True)
+    with pytest.raises(dlrcore.DLRInputError, match="C >= 2"):
+        dlrcore.dlr_from_weights(Phi, same_rows[:1], center_logits=True)
+    assert 0.0 <= dlrcore.dlr_from_weights(Phi, same_rows).value_sqrt <= 1.0

@@ -5,7 +5,7 @@ when the sketch spans the whole feature space; streaming and merging; invariance
 spectrum (Weyl bounds); save/load; input validation with unchanged state; array-API namespaces
 (array_api_strict, CuPy); ``method="auto"``; result fields and printing.
 
-The reference is ``tests/reference_sketch.py`` (float64, straight from DLR-MATH.md, no dlrcore import). The
+The reference is ``tests/reference_sketch.py`` (float64, straight from docs/dlr.md, no dlrcore import). The
 reference uses the output-span tolerance ``rtol`` the library reports in its result (a parameter of the
 definition, not an output of the estimator).
 """

@@ -1,7 +1,7 @@
 """dlrcore.spectrum / DLRStats.spectrum against the dense references of tests/reference_measures.py.
 
 The reference forms Phic = H Phi, Fc = H F, Yc = H Y explicitly, takes the thin SVD of Phic, builds the
-sample-space eigenvectors u_k = Phic v_k / sqrt(n rho_k) as n-vectors and sums ||Fc^T u_i||^2 (DLR-MATH.md,
+sample-space eigenvectors u_k = Phic v_k / sqrt(n rho_k) as n-vectors and sums ||Fc^T u_i||^2 (docs/dlr.md,
 "Eigen-visualisation"). Nothing is taken from the library's algebra and no expected value is hard-coded.
 
 Tolerances (stated where used):

@@ -305,8 +305,9 @@ class DLRKerasCallback(keras.callbacks.Callback):
     records : list of dict
         One dict per measurement: ``step`` (training batches seen), ``epoch`` (epochs completed), ``dlr``,
         ``dlr_span``, ``dlr_sqrt``, ``output_kernel``, ``output_rank``, ``output_effective_rank``,
-        ``constant_share``, ``n``, ``p``, ``C`` and, at epoch ends, the numeric entries of the epoch's ``logs`` (``accuracy``, ``val_accuracy``...). They feed
-        :func:`dlrcore.plot.trajectory` (``x="step"`` or ``x="epoch"``).
+        ``constant_share``, ``n``, ``p``, ``C`` and, at epoch ends, the numeric entries of the epoch's ``logs``
+        (``accuracy``, ``val_accuracy``...). They feed :func:`dlrcore.plot.trajectory` (``x="step"`` or
+        ``x="epoch"``).
     stats : DLRStats or None
         The statistics of the last measurement.
 
