@@ -31,7 +31,7 @@ from .sketch import (
     randomized_dlr,
     sketch_arrays,
 )
-from .spectrum import Spectrum
+from .spectral import Spectrum
 from .stats import DLRStats
 
 __all__ = [
@@ -226,6 +226,8 @@ def spectrum(
     name: str = "",
     method: str = "exact",
     seed: int = 0,
+    output_kernel: str = "span",
+    center_logits: bool = CENTER_LOGITS,
 ) -> Spectrum:
     """Eigen-visualisation data of the paper: relative eigenvalue, cumulative utilization and quality.
 
@@ -242,8 +244,8 @@ def spectrum(
         Modes to return (default all supported).
     num_classes : int, optional
         Number of classes for integer labels.
-    rtol, precision
-        As in :func:`dlr`.
+    rtol, precision, output_kernel, center_logits
+        As in :func:`dlr`; they set the D_LR and D_half values the spectrum carries.
     name : str
         Legend label for :func:`dlrcore.plot.spectrum`.
     method : {"exact", "randomized"}
@@ -266,7 +268,9 @@ def spectrum(
     (20, 1.0)
     """
     st = DLRStats(num_classes=num_classes, precision=precision).update(features, outputs, labels=labels)
-    return st.spectrum(k, rtol=rtol, name=name, method=method, seed=seed)
+    return st.spectrum(
+        k, rtol=rtol, name=name, method=method, seed=seed, output_kernel=output_kernel, center_logits=center_logits
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ and the exact path for device arrays share one accumulation code.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable
 from types import ModuleType
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backend import astype, is_numpy, prepare, to_numpy
+from .exact import CENTER_LOGITS
 from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
 from .moments import _fused_kernel
 
@@ -87,6 +89,17 @@ class Accumulator:
         self.mff: Any = None
         self.mfp: Any = None  # exact Fc^T Phic (C x p), kept when C is small next to the sketch
         self.trace = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the array namespace is a module, which pickle refuses: keep its import name
+        state = dict(self.__dict__)
+        state["xp"] = self.xp.__name__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["xp"] = importlib.import_module(state["xp"])
+        self.__dict__.update(state)
 
     def batch(self, x: Any, f: Any, scratch: Scratch | None = None) -> tuple:
         """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged).
@@ -283,7 +296,7 @@ def exact_arrays(
     precision: str = "auto",
     batch_rows: int | None = None,
     output_kernel: str = "span",
-    center_logits: bool = False,
+    center_logits: bool = CENTER_LOGITS,
     baseline: bool = False,
 ) -> Any:
     """Exact D_LR of arrays of any array-API namespace (CuPy on a GPU), accumulated on their own device.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
+from .exact import CENTER_LOGITS, check_center_logits, dlr_from_moments, dlr_from_weight_moments
 from .result import Baseline
 
 __all__ = ["DEFAULT_DRAWS", "random_readout_baseline"]
@@ -64,6 +64,7 @@ def random_readout_baseline(
     >>> b.draws, b.C, 0.0 < b.sqrt_mean < 1.0, b.sqrt_std > 0.0
     (3, 2, True, True)
     """
+    center_logits = check_center_logits(center_logits)
     if int(draws) != draws or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
     if int(C) != C or C < 1:

@@ -16,7 +16,7 @@ from .exact import CENTER_LOGITS, OUTPUT_KERNELS
 from .inputs import DLRInputError
 from .result import READING
 from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
-from .spectrum import Spectrum
+from .spectral import Spectrum
 from .stats import DLRStats
 
 MODES_HELP = (

@@ -31,6 +31,7 @@ __all__ = [
     "OUTPUT_KERNELS",
     "OutputSpan",
     "SqrtKernel",
+    "check_center_logits",
     "check_output_kernel",
     "class_centering",
     "default_rtol",
@@ -61,7 +62,7 @@ CENTER_LOGITS = False
 DISAGREEMENT = 0.1
 
 #: D_half reads low for any readout once the outputs span a large share of the feature directions (random readouts
-#: of untrained ReLU features, p = 128, score 0.75 at C = 4, 0.38 at C = p / 4 and 0.17 at C = 97;
+#: of untrained ReLU features, p = 256, score 0.39 at C = p / 16, 0.22 at C = p / 4 and 0.18 at C = p / 2;
 #: docs/output-kernel.md): above this share of the feature rank (or p) a D_half reading earns a warning pointing to
 #: the random-readout baseline.
 WIDE_OUTPUT_RATIO = 0.25
@@ -72,6 +73,20 @@ def check_output_kernel(output_kernel: str) -> str:
     if output_kernel not in OUTPUT_KERNELS:
         raise ValueError(f"output_kernel must be one of {OUTPUT_KERNELS}, got {output_kernel!r}")
     return output_kernel
+
+
+def check_center_logits(center_logits: object) -> bool:
+    """Validate a ``center_logits`` argument (a bool, NumPy's included) and return it as a bool."""
+    if not isinstance(center_logits, (bool, np.bool_)):
+        raise TypeError(f"center_logits must be True or False, got {center_logits!r}")
+    return bool(center_logits)
+
+
+#: Class-centering the stored moments cancels when per-sample shifts dominate the logits: D_half then carries an
+#: error of about ``eps64 / share`` (share: the part of the outputs' variance the centered logits keep; measured
+#: 2.6e-8 at a share of 2.3e-8, 3.7e-7 at 2.3e-10, 2.1e-4 at 2.3e-12). Results warn when ``4 eps64 / share`` exceeds
+#: this.
+CENTERED_ERROR_WARN = 1e-6
 
 
 def sqrt_tolerance(C: int, work_eps: float) -> float:
@@ -109,7 +124,8 @@ class SqrtKernel:
     ``<K, L>_F = ||basis^T (Fc^T Phic)||_F^2``, and ``norm_l2 = ||L||_F^2 = tr(Fc^T Fc)``. ``rank`` directions
     are above the relative floor ``tol`` (:func:`sqrt_tolerance`); ``ev`` holds their eigenvalues. With
     ``centered`` the logits were centered across classes first (``F -> F (I - 1 1^T / C)``); the basis is then
-    orthogonal to the all-ones vector, so it applies to the uncentered cross moments unchanged.
+    projected orthogonal to the all-ones vector, so that applied to the uncentered cross moments it gives those of
+    the centered logits.
     """
 
     basis: np.ndarray
@@ -118,6 +134,7 @@ class SqrtKernel:
     tol: float
     norm_l2: float
     centered: bool
+    share: float = 1.0  # with ``centered``: the share of the outputs' variance the class-centered logits keep
 
 
 def sqrt_kernel(
@@ -158,11 +175,16 @@ def sqrt_kernel(
     tol = sqrt_tolerance(C, work_eps)
     r = _rank_cut(lam, tol)
     norm_l2 = float(max(np.trace(m), 0.0))
+    basis = v[:, :r] * lam[:r] ** -0.25
+    share = 1.0
     if center:
-        _check_centered_trace(norm_l2, float(np.trace(m_ff)), tol)
-    return SqrtKernel(
-        basis=v[:, :r] * lam[:r] ** -0.25, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center)
-    )
+        plain = float(np.trace(m_ff))
+        _check_centered_trace(norm_l2, plain, tol)
+        share = norm_l2 / plain
+        # P basis: eigenvectors of P M P that belong to tiny eigenvalues carry rounding along the all-ones vector,
+        # through which the per-sample shift in Fc^T Phic would leak in
+        basis = class_centering(basis)
+    return SqrtKernel(basis=basis, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center), share=share)
 
 
 def _check_centering(C: int) -> None:
@@ -178,7 +200,9 @@ def _check_centered_trace(centered: float, plain: float, tol: float) -> None:
     if not centered > tol * plain:
         raise DLRInputError(
             "outputs differ across samples only by a shift common to every class: the class-centered logits are "
-            "constant, so D_half with center_logits=True is undefined (pass center_logits=False)"
+            f"constant, or too small against that shift (a share {max(centered, 0.0) / plain:.1e} of the outputs' "
+            "variance) to be told from rounding. Center the logits before passing them "
+            "(F - F.mean(axis=1, keepdims=True)), or pass center_logits=False"
         )
 
 
@@ -349,16 +373,35 @@ def _finish(
     if not norm_k > 0:
         raise DLRInputError("features are constant across samples: the centered feature kernel is zero")
     a = min(max(a, 0.0), 1.0)
-    if not (span.norm_l2 > 1e-24 * max(r, 1) and half.norm_l2 > 0):
+    if not half.norm_l2 > 0:
         raise DLRInputError(
-            "outputs are constant across samples: their span holds only the constant function, so the "
-            "centered output kernel L is zero and D_LR is undefined"
+            "outputs are constant across samples: the centered output kernel L is zero and D_LR is undefined"
         )
-    values = {name: min(max(1.0 - _alignment(t, norm_k), 0.0), 1.0) for name, t in (("span", span), ("sqrt", half))}
+    warnings: list[str] = list(notes or [])
+    alignments = {"sqrt": _alignment(half, norm_k)}
+    if span.norm_l2 > 1e-24 * max(r, 1):
+        alignments["span"] = _alignment(span, norm_k)
+    else:  # the span kept at rtol holds only the constant function: the outputs' offset dwarfs their variation
+        smaller = "pass a smaller rtol, or " if rtol > rank_resolution(C) * (1 + 1e-12) else ""
+        collapsed = (
+            f"the output span at rtol={rtol:.3g} holds only the constant function (the outputs' offset dwarfs "
+            f"their variation across samples), so the literal D_LR is undefined; {smaller}read D_half"
+        )
+        if output_kernel == "span":
+            raise DLRInputError(f"outputs: {collapsed} (output_kernel='sqrt')")
+        alignments["span"] = math.nan
+        warnings.append(f"undefined literal value: {collapsed}")
+    values = {name: min(max(1.0 - al, 0.0), 1.0) if al == al else math.nan for name, al in alignments.items()}
     chosen = span if output_kernel == "span" else half
     erank = effective_rank(centered_output_ev)
-    warnings: list[str] = list(notes or [])
     warnings += _kernel_warnings(values, erank, r - a, output_kernel, C, p if feature_rank is None else feature_rank)
+    if sqrt.centered and 4.0 * _EPS64 / sqrt.share > CENTERED_ERROR_WARN:
+        warnings.append(
+            f"per-sample shifts dominate the logits: centered across classes they keep {sqrt.share:.1e} of their "
+            f"variance, and centering the stored moments cancels, so D_half may be off by about "
+            f"{4.0 * _EPS64 / sqrt.share:.0e}; center the logits before passing them "
+            "(F - F.mean(axis=1, keepdims=True)) for a value to full precision"
+        )
     return DLRResult(
         value=float(values[output_kernel]),
         n=int(n),
@@ -371,7 +414,7 @@ def _finish(
         precision=precision,
         feature_rank=None if feature_rank is None else int(feature_rank),
         output_effective_rank=erank,
-        alignment=float(1.0 - values[output_kernel]),
+        alignment=float(alignments[output_kernel]),
         warnings=tuple(warnings),
         error_estimate=chosen.error,
         output_kernel=output_kernel,
@@ -575,6 +618,7 @@ def dlr_from_moments(
     """
     _check_common(n, rtol)
     check_output_kernel(output_kernel)
+    center_logits = check_center_logits(center_logits)
     p = m_pp.shape[0]
     if upper:
         m_ff = m_ff + np.triu(m_ff, 1).T
@@ -661,6 +705,7 @@ def dlr_from_weight_moments(
     """
     _check_common(n, rtol)
     check_output_kernel(output_kernel)
+    center_logits = check_center_logits(center_logits)
     p = m_pp.shape[0]
     rtol, notes = _resolve_rtol(rtol, min(C, p + 1), data_eps)
     k, s, v = _feature_rank(m_pp, feature_rel_tol)

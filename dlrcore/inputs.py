@@ -8,6 +8,7 @@ and turns them into a 2-D floating NumPy array, or raises :class:`DLRInputError`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -135,11 +136,32 @@ def work_dtype_for(*arrays: np.ndarray, precision: str = "auto", width: int | No
     return np.dtype(np.float32)
 
 
-def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype) -> None:
+def rejected_batch(
+    block: int, rows: tuple[int, int], arrays: Sequence[Any], names: Sequence[str], work: np.dtype
+) -> DLRInputError:
+    """The error for a batch whose staging failed in rows ``rows`` of array ``block`` (the state is unchanged),
+    naming the array and the batch rows."""
+    name, a = names[block], arrays[block]
+    r0, r1 = rows
+    try:
+        check_finite_and_bound(a[r0:r1], name, work, row_offset=r0)  # NaN/Inf, or entries too large: own words
+    except DLRInputError as exc:
+        return exc
+    advice = " or use precision='float64'" if np.dtype(work) == np.float32 else ""
+    return DLRInputError(
+        f"{name}: rows {r0}-{r1 - 1} of this batch are too large for {np.dtype(work)} products (their squares, "
+        f"centered about the running mean, exceed its range); the statistics were left unchanged. Rescale the data "
+        f"(D_LR is scale invariant){advice}"
+    )
+
+
+def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype, row_offset: int | None = None) -> None:
     """Raise if ``a`` holds NaN/Inf, or values so large that the centered Gram would overflow ``work``.
 
-    Uses two reductions (max and min), which propagate NaN, and no n x p temporary.
+    Uses two reductions (max and min), which propagate NaN, and no n x p temporary. With ``row_offset`` (the
+    position of ``a`` in a larger batch) rows are reported as rows of that batch.
     """
+    offset = 0 if row_offset is None else int(row_offset)
     if a.size == 0:
         return
     limit = float(np.finfo(work).max) / 8.0
@@ -155,16 +177,19 @@ def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype) -> None:
     if not (np.isfinite(hi) and np.isfinite(lo)):
         bad = ~np.isfinite(a)
         rows, cols = np.nonzero(bad)
-        kind = "NaN" if np.isnan(a[rows[0], cols[0]]) else "Inf"
+        first = a[rows[0], cols[0]]
+        kind = "NaN" if np.isnan(first) else ("-Inf" if first < 0 else "Inf")
         raise DLRInputError(
-            f"{name}: contains {int(bad.sum())} non-finite value(s) ({kind} first at row {rows[0]}, "
+            f"{name}: contains {int(bad.sum())} non-finite value(s) ({kind} first at row {rows[0] + offset}, "
             f"column {cols[0]}); the statistics were left unchanged"
         )
     bound = max(abs(hi), abs(lo))
     # centered entries are at most 2*bound; a Gram entry sums n of their products
     # (2 bound)^2 n > limit, written so that it cannot overflow Python floats
     if bound > 0 and bound > 0.5 * math.sqrt(limit / max(a.shape[0], 1)):
+        advice = " or use precision='float64'" if np.dtype(work) == np.float32 else ""
+        where = "" if row_offset is None else f" (rows {offset}-{offset + a.shape[0] - 1} of this batch)"
         raise DLRInputError(
-            f"{name}: values up to {bound:.3g} would overflow {work} products over {a.shape[0]} rows; "
-            "rescale the data (D_LR is scale invariant) or use precision='float64'"
+            f"{name}: values up to {bound:.3g} would overflow {np.dtype(work)} products over {a.shape[0]} rows"
+            f"{where}; the statistics were left unchanged. Rescale the data (D_LR is scale invariant){advice}"
         )

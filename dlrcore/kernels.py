@@ -4,11 +4,15 @@
 ``out``, instead of a subtraction, a column sum and a BLAS dot over the staged rows (three reads and one write).
 It has two backends with the same semantics:
 
-* ``"numba"``: a Numba kernel, parallel over fixed row blocks (the partition depends only on the row count, so
-  results do not depend on the number of threads), each block accumulating per-column partial sums of the
-  written values and of their squares in float64; the partials are then added in block order. Compiled lazily
-  on the first call for each combination of dtypes (about a second or two each) and cached on disk
-  (``cache=True``), so later processes load it in milliseconds.
+* ``"numba"``: a serial Numba kernel (``nogil``) over fixed row blocks (the partition depends only on the row
+  count, so results do not depend on the number of threads), each block accumulating per-column partial sums of
+  the written values and of their squares in float64; the partials are then added in block order. Large inputs
+  split the blocks among the threads of a small pool of Python threads (:func:`num_threads`), not Numba's
+  parallel layer: Numba's OpenMP layer makes a later ``fork`` hang (multiprocessing's default start method on
+  Linux), its workqueue layer is not thread-safe, and both share thread counts with other libraries (torch).
+  The pool is dropped in a forked child and made again on first use. Compiled lazily on the first call for each
+  combination of dtypes (about a second or two each) and cached on disk (``cache=True``), so later processes
+  load it in milliseconds.
 * ``"numpy"``: plain NumPy (``np.subtract`` with ``casting="unsafe"``, float64 reductions), used when numba is
   not importable or when the environment variable ``DLRCORE_DISABLE_NUMBA=1`` is set before dlrcore is
   imported.
@@ -35,7 +39,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["BACKEND", "backend", "shift_into", "shift_into_numpy"]
+__all__ = ["BACKEND", "backend", "num_threads", "set_num_threads", "shift_into", "shift_into_numpy"]
 
 _ENV_DISABLE = "DLRCORE_DISABLE_NUMBA"
 
@@ -117,9 +121,9 @@ def shift_into_numpy(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> tuple
 # --------------------------------------------------------------------------- numba kernels
 if numba is not None:
 
-    def _shift_rows_flat_py(x, ldx, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
-        """Rows with unit column stride: ``x`` and ``o`` are flat views, row i starts at ``i * ld``."""
-        for b in numba.prange(nblk):
+    def _shift_rows_flat_py(x, ldx, shift, o, ldo, n, p, nblk, b0, b1, csum, sqs):  # pragma: no cover - compiled
+        """Blocks ``b0..b1-1`` of rows with unit column stride: ``x`` and ``o`` are flat views, row i at ``i * ld``."""
+        for b in range(b0, b1):
             r0 = b * n // nblk
             r1 = (b + 1) * n // nblk
             acc = csum[b]
@@ -135,9 +139,9 @@ if numba is not None:
                     acc[j] += v
                     sq[j] += v * v
 
-    def _shift_rows_tiled_py(x, shift, o, ldo, n, p, nblk, csum, sqs):  # pragma: no cover - compiled
-        """Any layout of ``x`` (e.g. Fortran order): tiles of 16 rows x 256 columns keep the reads in cache."""
-        for b in numba.prange(nblk):
+    def _shift_rows_tiled_py(x, shift, o, ldo, n, p, nblk, b0, b1, csum, sqs):  # pragma: no cover - compiled
+        """Blocks ``b0..b1-1`` of any layout of ``x`` (e.g. Fortran order), in tiles of 16 rows x 256 columns."""
+        for b in range(b0, b1):
             r0 = b * n // nblk
             r1 = (b + 1) * n // nblk
             acc = csum[b]
@@ -157,17 +161,60 @@ if numba is not None:
                             sq[j] += v * v
 
 
-    # Parallel versions for large inputs and serial ones (prange runs as range) for small ones: choosing the
-    # version, rather than calling numba.set_num_threads, leaves the OpenMP thread count that torch shares with
-    # numba's OpenMP layer untouched.
-    _jit_par = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
-    _jit_ser = numba.njit(cache=True, nogil=True, fastmath=False, parallel=False)
-    _shift_rows_flat = _jit_par(_shift_rows_flat_py)
-    _shift_rows_tiled = _jit_par(_shift_rows_tiled_py)
-    _shift_rows_flat_serial = _jit_ser(_shift_rows_flat_py)
-    _shift_rows_tiled_serial = _jit_ser(_shift_rows_tiled_py)
+    # serial and nogil: the threads of _pool() run block ranges of one call side by side
+    _jit = numba.njit(cache=True, nogil=True, fastmath=False)
+    _shift_rows_flat = _jit(_shift_rows_flat_py)
+    _shift_rows_tiled = _jit(_shift_rows_tiled_py)
 
 _lock = threading.Lock()
+_POOL: list = []  # [ThreadPoolExecutor] once made
+_THREADS: list[int] = []  # [count] once set by set_num_threads
+
+
+def num_threads() -> int:
+    """Threads that large inputs are split among: :func:`set_num_threads`, else ``NUMBA_NUM_THREADS`` from the
+    environment, else the CPUs this process may run on.
+
+    Examples
+    --------
+    >>> num_threads() >= 1
+    True
+    """
+    if _THREADS:
+        return _THREADS[0]
+    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(count: int) -> None:
+    """Split large inputs among ``count`` threads from now on (1: run on the calling thread only)."""
+    if int(count) != count or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    with _lock:
+        _THREADS[:] = [int(count)]
+        _forget_pool()
+
+
+def _pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0]._max_workers != threads:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dlrcore-kernel")]
+    return _POOL[0]
+
+
+def _forget_pool() -> None:
+    """Drop the pool (in a forked child its threads do not exist; a new one is made on first use)."""
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _flat(a: np.ndarray, n: int, p: int) -> tuple[np.ndarray, int]:
@@ -194,12 +241,24 @@ def _shift_into_numba(
     csum = np.zeros((nblk, p))
     sqs = np.zeros((nblk, p))
     o, ldo = _flat(out, n, p)
+    if x.strides[1] == x.itemsize and x.strides[0] >= 0 and x.strides[0] % x.itemsize == 0:
+        xf, ldx = _flat(x, n, p)
+
+        def run(b0: int, b1: int) -> None:
+            _shift_rows_flat(xf, ldx, shift, o, ldo, n, p, nblk, b0, b1, csum, sqs)
+    else:
+
+        def run(b0: int, b1: int) -> None:
+            _shift_rows_tiled(x, shift, o, ldo, n, p, nblk, b0, b1, csum, sqs)
+
     with _lock:
-        if x.strides[1] == x.itemsize and x.strides[0] >= 0 and x.strides[0] % x.itemsize == 0:
-            xf, ldx = _flat(x, n, p)
-            (_shift_rows_flat if parallel else _shift_rows_flat_serial)(xf, ldx, shift, o, ldo, n, p, nblk, csum, sqs)
-        else:
-            (_shift_rows_tiled if parallel else _shift_rows_tiled_serial)(x, shift, o, ldo, n, p, nblk, csum, sqs)
+        threads = min(num_threads(), nblk) if parallel else 1
+        if threads <= 1:
+            run(0, nblk)
+        else:  # disjoint block ranges (rows of out, rows of csum and sqs) on the pool's threads
+            cuts = [t * nblk // threads for t in range(threads + 1)]
+            for done in _pool(threads).map(run, cuts[:-1], cuts[1:]):
+                del done
     with np.errstate(invalid="ignore", over="ignore"):
         return csum.sum(axis=0), float(sqs.sum())
 

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .inputs import DLRInputError, _from_framework, as_matrix, check_finite_and_bound, work_dtype_for
+from .inputs import (
+    DLRInputError,
+    _from_framework,
+    as_matrix,
+    check_finite_and_bound,
+    rejected_batch,
+    work_dtype_for,
+)
+from .concurrency import Locked, locked, locked_pair
 from .moments import BadSegment, Moments
 from .storage import atomic_savez, read_npz
 
@@ -64,7 +72,7 @@ class CKAResult:
         return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
 
 
-class CKAStats:
+class CKAStats(Locked):
     """Streaming, mergeable statistics for linear CKA between two representations of the same samples.
 
     Parameters
@@ -87,6 +95,7 @@ class CKAStats:
     """
 
     def __init__(self, *, precision: str = "auto", chunk_bytes: int = 0) -> None:
+        self._init_lock()
         self.precision = precision
         self.chunk_bytes = int(chunk_bytes)
         self._mom: Moments | None = None
@@ -97,6 +106,7 @@ class CKAStats:
         """Samples accumulated."""
         return 0 if self._mom is None else self._mom.rows
 
+    @locked
     def update(self, x: Any, y: Any) -> "CKAStats":
         """Add a batch: ``x`` (n_b x p_x) and ``y`` (n_b x p_y) are two representations of the same samples.
 
@@ -119,16 +129,11 @@ class CKAStats:
         if self._mom is not None and self._mom.work == np.float64:
             work = self._mom.work
         mom = self._mom or Moments([a.shape[1], b.shape[1]], work=work, chunk_bytes=self.chunk_bytes)
-        if mom.fill + a.shape[0] > mom.capacity(work):
-            check_finite_and_bound(a, "x", work)
-            check_finite_and_bound(b, "y", work)
         mom.set_work(work)
         try:
-            mom.stage([a, b])
-        except BadSegment:
-            check_finite_and_bound(a, "x", work)
-            check_finite_and_bound(b, "y", work)
-            raise DLRInputError("batch rejected: non-finite values or overflow")  # pragma: no cover
+            mom.stage([a, b])  # atomic: a rejected batch leaves the moments as they were
+        except BadSegment as bad:
+            raise rejected_batch(bad.block, bad.rows, (a, b), ("x", "y"), work) from None
         self._mom = mom
         return self
 
@@ -136,27 +141,32 @@ class CKAStats:
         """Add ``other``'s samples in place and return ``self``."""
         if not isinstance(other, CKAStats):
             raise TypeError(f"can only merge CKAStats, got {type(other).__name__}")
-        if other._mom is None or other._mom.rows == 0:
+        with locked_pair(self, other):
+            if other._mom is None or other._mom.rows == 0:
+                return self
+            if self._mom is None:
+                self._mom = other._mom.copy()
+                return self
+            if self._mom.widths != other._mom.widths:
+                raise DLRInputError(
+                    f"cannot merge CKA statistics of widths {self._mom.widths} and {other._mom.widths}"
+                )
+            self._mom.merge(other._mom)
             return self
-        if self._mom is None:
-            self._mom = other._mom.copy()
-            return self
-        if self._mom.widths != other._mom.widths:
-            raise DLRInputError(f"cannot merge CKA statistics of widths {self._mom.widths} and {other._mom.widths}")
-        self._mom.merge(other._mom)
-        return self
 
     def __add__(self, other: "CKAStats") -> "CKAStats":
         if not isinstance(other, CKAStats):
             return NotImplemented
         return self.copy().merge(other)
 
+    @locked
     def copy(self) -> "CKAStats":
         """Deep copy."""
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
         return out
 
+    @locked
     def result(self) -> CKAResult:
         """Linear CKA of everything accumulated so far."""
         if self._mom is None or self._mom.rows == 0:
@@ -179,6 +189,7 @@ class CKAStats:
             precision="float32" if mo.work == np.float32 else "float64",
         )
 
+    @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the statistics to one ``.npz`` file, atomically."""
         if self._mom is None:

@@ -60,7 +60,20 @@ def _fused_kernel():
 
 
 class BadSegment(Exception):
-    """A staged segment held NaN/Inf or would overflow; it was dropped again and nothing was folded in."""
+    """A staged segment held NaN/Inf or would overflow the products; the call that staged it changed nothing.
+
+    ``block`` is the index of the offending block (the one holding a non-finite value, else the one with the
+    largest sum of squares) and ``rows`` the ``(start, stop)`` rows of the call's arrays in the segment;
+    ``overflow`` is True when the values are finite but their centered squares exceed the products' range.
+    """
+
+    def __init__(self, block: int, rows: tuple[int, int], overflow: bool) -> None:
+        super().__init__(f"block {block}, rows {rows[0]}..{rows[1] - 1}: {'overflow' if overflow else 'NaN/Inf'}")
+        self.block, self.rows, self.overflow = block, rows, overflow
+
+
+class _SplitNeeded(Exception):
+    """A one-segment call's rows are finite but too large for the products together (nothing was counted)."""
 
 
 def symmetric(m_upper: np.ndarray) -> np.ndarray:
@@ -147,6 +160,7 @@ class Moments:
         self._pend_rows = 0
         self._pend_stages = 0
         self._pend_sum = np.zeros(self.q)
+        self._pend_sq = 0.0  # sum of squares of the pending rows (bounds every entry of the pending Gram)
         self._gram: np.ndarray | None = None  # (q, q) work dtype, accumulated with beta = 1
         self._gram_f64: np.ndarray | None = None  # exact block's Gram from float64 products
 
@@ -195,17 +209,45 @@ class Moments:
         self._stage_f64 = np.empty((new_cap, self.widths[self.exact_block])) if split else None
 
     def stage(self, blocks: Sequence[np.ndarray]) -> None:
-        """Add rows given as one 2-D array per block (same row count, validated shapes).
+        """Add rows given as one 2-D array per block (same row count, validated shapes), atomically.
+
+        A call whose rows fit in the stage multiplies none of them before all are checked. A larger one, or one
+        whose rows are finite but too large for the products together (it is then staged fewer rows at a time, so
+        that the outcome does not depend on the stage size), first folds what is pending and keeps a copy of the
+        float64 state (``n``, ``mean``, ``M``: O(q^2), small next to the O(rows q^2) products of such a call),
+        which is put back if a later segment turns out bad. The pending Gram, summed in the product precision, is
+        folded into float64 before its entries could overflow, so many accepted calls cannot overflow it either.
 
         Raises
         ------
         BadSegment
-            If a staged segment holds NaN/Inf or would overflow the products. The segment is dropped; rows of
-            the same call staged or multiplied before it stay (callers validate batches larger than
-            :meth:`capacity` up front, so that this cannot happen to them).
+            If a staged segment holds NaN/Inf or would overflow the products; the state is then exactly as before
+            the call.
         """
-        with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught below, by the sums
-            self._stage_rows(blocks)
+        saved = None
+        try:
+            with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught below, by the sums
+                if blocks[0].shape[0] > self.capacity() - self.fill:
+                    saved = self._checkpoint()
+                    self._stage_rows(blocks, split=True)
+                else:
+                    try:  # one segment: nothing of it is multiplied before all of it is checked
+                        self._stage_rows(blocks, split=False)
+                    except _SplitNeeded:  # finite, but too large for the products together: stage fewer at a time
+                        saved = self._checkpoint()
+                        self._stage_rows(blocks, split=True)
+        except BadSegment:
+            if saved is not None:
+                self.n, self.mean, self.m, self._shift, self._var = saved
+                self.fill = self._pend_rows = self._pend_stages = 0
+                self._pend_sum = np.zeros(self.q)
+                self._pend_sq = 0.0
+            raise
+
+    def _checkpoint(self) -> tuple:
+        """Fold everything staged or pending, and return a copy of the float64 state for a rollback."""
+        self.flush()
+        return self.n, self.mean.copy(), self.m.copy(order="F"), self._shift, self._var
 
     def _new_shift(self, blocks: Sequence[np.ndarray], head: slice) -> None:
         """Take K (and the variance estimate of the drift test) from the state, or from the first rows."""
@@ -217,15 +259,16 @@ class Moments:
             self._shift = np.concatenate([p.mean(axis=0) for p in parts]).astype(self.work)
             self._var = np.concatenate([p.var(axis=0) for p in parts])
 
-    def _stage_rows(self, blocks: Sequence[np.ndarray]) -> None:
+    def _stage_rows(self, blocks: Sequence[np.ndarray], split: bool) -> None:
         nb = blocks[0].shape[0]
         work = self.work
         limit = float(np.finfo(work).max) / 8.0
         start = 0
+        most = nb  # segment length; halved while a segment of finite values is too large for the products
         while start < nb:
             self._ensure_stage(self.fill + nb - start)
             cap = self._stage.shape[0]
-            take = min(nb - start, cap - self.fill)
+            take = min(nb - start, cap - self.fill, most)
             if self.fill == 0:
                 self._seg_sum = np.zeros(self.q)
                 self._seg_sq = 0.0
@@ -234,24 +277,35 @@ class Moments:
             rows = slice(self.fill, self.fill + take)
             src = slice(start, start + take)
             shift_into = _fused_kernel()
+            parts = np.zeros(len(blocks))  # each block's sum of squares in the segment
             if shift_into is not None:
                 # one fused pass per block: z = x - K written, float64 column sums and sum of squares
                 ssum = np.empty(self.q)
-                sq = 0.0
                 for i, arr in enumerate(blocks):
                     cols = self.cols(i)
-                    ssum[cols], part = shift_into(arr[src], self._shift[cols], self._stage[rows, cols])
-                    sq += part
+                    ssum[cols], parts[i] = shift_into(arr[src], self._shift[cols], self._stage[rows, cols])
             else:
                 for i, arr in enumerate(blocks):
                     cols = self.cols(i)
                     np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
-                seg = self._stage[rows]
-                ssum = seg.sum(axis=0, dtype=work).astype(np.float64)
-                flat = seg.reshape(-1)
-                sq = float(np.dot(flat, flat))
+                    flat = self._stage[rows, cols].astype(np.float64).reshape(-1)
+                    parts[i] = float(np.dot(flat, flat))
+                ssum = self._stage[rows].sum(axis=0, dtype=work).astype(np.float64)
+            sq = float(parts.sum())
             if not (np.isfinite(ssum).all() and np.isfinite(sq) and sq <= limit):
-                raise BadSegment()
+                finite = bool(np.isfinite(parts).all() and np.isfinite(ssum).all())
+                if finite and take > 1:
+                    if not split:
+                        raise _SplitNeeded()
+                    most = take // 2  # finite but too large together: stage fewer rows at a time
+                    continue
+                block = int(np.argmin(np.isfinite(parts))) if not finite else int(np.argmax(parts))
+                raise BadSegment(block, (start, start + take), overflow=finite)
+            if self.fill and self._seg_sq + sq > limit:
+                # this segment is fine alone, but the stage's Gram could overflow the products with it: multiply
+                # the stage first and stage the segment again at the start of the next one
+                self._multiply_stage()
+                continue
             if self._stage_f64 is not None:
                 self._stage_f64[rows] = blocks[self.exact_block][src]
             self._seg_sum += ssum
@@ -279,6 +333,8 @@ class Moments:
             self._shift = self._shift + resid.astype(z.dtype)
             self._seg_sum = z.sum(axis=0, dtype=z.dtype).astype(np.float64)
             self._var = np.maximum(var, resid * resid)
+        if self._pend_rows and self._pend_sq + self._seg_sq > float(np.finfo(z.dtype).max) / 8.0:
+            self._fold()  # the pending Gram could overflow the products with this stage: fold it into float64 first
         q = self.q
         first = self._pend_rows == 0
         if self._gram is None or self._gram.dtype != z.dtype:
@@ -298,6 +354,7 @@ class Moments:
         self._pend_rows += m
         self._pend_stages += 1
         self._pend_sum = self._seg_sum.copy() if first else self._pend_sum + self._seg_sum
+        self._pend_sq = self._seg_sq if first else self._pend_sq + self._seg_sq
         self.fill = 0
         # bound both the rows and the number of work-precision additions before a float64 fold
         if self._pend_rows >= self.fold_rows or self._pend_stages >= MAX_PENDING_STAGES:
@@ -314,6 +371,7 @@ class Moments:
         self._merge(m, mean, self._gram, resid=resid, gf=gf)
         self._pend_rows = self._pend_stages = 0
         self._pend_sum = np.zeros(self.q)
+        self._pend_sq = 0.0
 
     def flush(self) -> None:
         """Fold everything staged or pending into (n, mean, M)."""

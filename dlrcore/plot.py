@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .spectrum import Spectrum
+from .spectral import Spectrum
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
     from matplotlib.axes import Axes
@@ -406,7 +406,7 @@ def trajectory(
     if dy.size == 0:
         raise ValueError(f"every {dlr!r} value is None or NaN: nothing to plot")
     acc = [(key, *_series(recs, xs, key)) for key in keys]  # type: ignore[arg-type]
-    lines = [("D_LR", "black", dx, dy)]
+    lines = [("D_half" if dlr.endswith("_sqrt") else "D_LR", "black", dx, dy)]
     both = [(name, color, f"{dlr}_{kind}") for name, color, kind in (("D_LR", "black", "span"),
                                                                       ("D_half", "tab:red", "sqrt"))]
     if all(any(r.get(key) is not None for r in recs) for _, _, key in both):

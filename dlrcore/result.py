@@ -7,6 +7,14 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+__all__ = ["Baseline", "DLRResult"]
+
+#: How both numbers read, printed under every result.
+READING = (
+    "lower = richer; D_LR counts every output direction equally, D_half weighs them by strength "
+    "(read D_half for cross-entropy logits; docs/output-kernel.md)"
+)
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -53,14 +61,6 @@ class Baseline:
     def from_dict(cls, d: dict[str, Any]) -> "Baseline":
         """Rebuild from :meth:`to_dict`."""
         return cls(**d)
-
-__all__ = ["Baseline", "DLRResult"]
-
-#: How both numbers read, printed under every result.
-READING = "lower = richer; D_LR counts every output direction equally, D_half weighs them by strength " \
-    "(read D_half for cross-entropy logits; docs/output-kernel.md)"
-
-
 
 @dataclass(frozen=True)
 class DLRResult:
@@ -167,6 +167,7 @@ class DLRResult:
         """Rebuild a result from :meth:`to_dict` output (for example read back from JSON)."""
         d = dict(d)
         d["warnings"] = tuple(d.get("warnings", ()))
+        d.setdefault("value_span", d.get("value", math.nan))  # saved before D_half existed: value was the literal
         if d.get("baseline") is not None:
             d["baseline"] = Baseline.from_dict(d["baseline"])
         return cls(**d)

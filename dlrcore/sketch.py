@@ -55,11 +55,20 @@ from .accumulate import (
     work_dtype,
 )
 from .backend import device_array, is_numpy, to_numpy
-from .exact import CENTER_LOGITS, KernelTerms, _finish, check_output_kernel, output_span, sqrt_kernel
+from .concurrency import Locked, locked, locked_pair
+from .exact import (
+    CENTER_LOGITS,
+    KernelTerms,
+    _finish,
+    check_center_logits,
+    check_output_kernel,
+    output_span,
+    sqrt_kernel,
+)
 from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
-from .spectrum import Spectrum, _cumulative_share, kernel_fields
+from .spectral import Spectrum, _cumulative_share, kernel_fields
 from .storage import atomic_savez, read_npz
 
 __all__ = [
@@ -169,6 +178,7 @@ def _estimate(
     center_logits: bool = CENTER_LOGITS,
 ) -> tuple[DLRResult, Spectrum]:
     """D_LR with its error estimate, and the top of the spectrum, from the sketched products (host float64)."""
+    center_logits = check_center_logits(center_logits)
     if n < 2:
         raise DLRInputError(f"D_LR needs at least 2 samples, got n = {n}")
     if rtol is not None and not (0.0 <= rtol < 1.0):
@@ -283,7 +293,7 @@ def _estimate(
 # ---------------------------------------------------------------------------------------------- one pass
 
 
-class DLRSketch:
+class DLRSketch(Locked):
     """One-pass, mergeable sketch of (features, outputs) for D_LR and the top of the spectrum, in O(p s) memory.
 
     Keeps ``G Omega`` (p x s), ``Fc^T Phic Omega`` (C x s), ``Fc^T Fc`` (C x C), the means and ``tr G`` for a
@@ -328,6 +338,7 @@ class DLRSketch:
         seed: int = 0,
         precision: str = "auto",
     ) -> None:
+        self._init_lock()
         _check_params(rank, oversample, probes)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -378,6 +389,7 @@ class DLRSketch:
         """
         return self._update(features, outputs, None)
 
+    @locked
     def _update(self, features: Any, outputs: Any, scratch: Scratch | None) -> DLRSketch:
         xp, x, f = validate_pair(features, outputs, self._p, self._C)
         acc = self._acc
@@ -416,21 +428,22 @@ class DLRSketch:
 
     def merge(self, other: DLRSketch) -> DLRSketch:
         """Add another sketch's rows to this one (same seed and parameters); ``other`` is unchanged."""
-        self._compat(other)
-        if other._acc is None:
+        with locked_pair(self, other):
+            self._compat(other)
+            if other._acc is None:
+                return self
+            if self._acc is None:
+                self._acc = copy_accumulator(other._acc)
+                self._p, self._C = other._p, other._C
+            else:
+                a, b = self._acc.xp, other._acc.xp
+                if a is not b and not (is_numpy(a) and is_numpy(b)):
+                    raise DLRInputError("cannot merge sketches accumulated by different array libraries")
+                if dtype_name(self._acc.work) != dtype_name(other._acc.work):
+                    raise DLRInputError("cannot merge sketches accumulated in different precisions")
+                self._acc.add(other._acc.state())
+            self._data_eps = max(self._data_eps, other._data_eps)
             return self
-        if self._acc is None:
-            self._acc = copy_accumulator(other._acc)
-            self._p, self._C = other._p, other._C
-        else:
-            a, b = self._acc.xp, other._acc.xp
-            if a is not b and not (is_numpy(a) and is_numpy(b)):
-                raise DLRInputError("cannot merge sketches accumulated by different array libraries")
-            if dtype_name(self._acc.work) != dtype_name(other._acc.work):
-                raise DLRInputError("cannot merge sketches accumulated in different precisions")
-            self._acc.add(other._acc.state())
-        self._data_eps = max(self._data_eps, other._data_eps)
-        return self
 
     def __add__(self, other: DLRSketch) -> DLRSketch:
         return self.copy().merge(other)
@@ -440,6 +453,7 @@ class DLRSketch:
             return self.copy()
         return NotImplemented
 
+    @locked
     def copy(self) -> DLRSketch:
         """An independent copy."""
         new = DLRSketch(rank=self.rank, oversample=self.oversample, probes=self.probes, seed=self.seed,
@@ -448,6 +462,7 @@ class DLRSketch:
         new._p, new._C, new._data_eps = self._p, self._C, self._data_eps
         return new
 
+    @locked
     def _host(self) -> dict[str, Any]:
         acc = self._acc
         if acc is None or acc.n == 0:
@@ -527,6 +542,7 @@ class DLRSketch:
             **h,
         )
 
+    @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the sketch to one ``.npz`` file atomically (host copies of device arrays)."""
         arrays: dict[str, Any] = {

@@ -19,6 +19,7 @@ from scipy.linalg import blas
 from .accumulate import Accumulator, BadBatch, dtype_eps, dtype_name, explain_bad, validate_pair
 from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
+from .concurrency import Locked, locked, locked_pair
 from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
     FLOAT32_MIN_WIDTH,
@@ -27,12 +28,13 @@ from .inputs import (
     _from_framework,
     as_matrix,
     check_finite_and_bound,
+    rejected_batch,
     work_dtype_for,
 )
-from .moments import BadSegment, Moments, stage_capacity, symmetric
+from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import Baseline, DLRResult
-from .spectrum import Spectrum, spectrum_from_moments
+from .spectral import Spectrum, spectrum_from_moments
 from .storage import atomic_savez, read_npz
 
 __all__ = ["DLRStats", "FORMAT_VERSION"]
@@ -45,7 +47,12 @@ _MAGIC = "dlrcore.DLRStats"
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
 
 
-class DLRStats:
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to the rounding of how ``W^T W`` was summed (dlrcore versions sum it in different orders)."""
+    return a.shape == b.shape and bool(np.abs(a - b).max(initial=0.0) <= 1e-12 * np.abs(a).max(initial=0.0))
+
+
+class DLRStats(Locked):
     """Streaming, mergeable sufficient statistics of (features, outputs[, labels]) for exact D_LR.
 
     Parameters
@@ -85,6 +92,7 @@ class DLRStats:
         precision: str = "auto",
         chunk_bytes: int = 0,
     ) -> None:
+        self._init_lock()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
@@ -123,18 +131,25 @@ class DLRStats:
                 raise DLRInputError(f"bias: expected shape ({C},) to match weight {w.shape}, got {b.shape}")
             check_finite_and_bound(b, "bias", np.dtype(np.float64))
             b = b[:, 0].astype(np.float64)
-        # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64):
-        # first the class-centered W^T (I - 1 1^T / C) W from rows minus their mean m (for D_half with centered
-        # logits), then W^T W = that + C m m^T, a sum of positive semi-definite terms (no cancellation either way)
+        # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64), in
+        # one pass over W: each block's rows about the block's own mean, merged by Chan's update into the
+        # class-centered W^T (I - 1 1^T / C) W (for D_half with centered logits); then W^T W = that + C m m^T with
+        # m the mean row, a sum of positive semi-definite terms (no cancellation either way)
         step = max(1, (64 * 2**20) // (8 * p))
-        rows = [slice(i, min(i + step, C)) for i in range(0, C, step)]
-        m = sum(np.asarray(w[sl], dtype=np.float64).sum(axis=0) for sl in rows) / C
+        m = np.zeros(p)
         wtw_c = np.zeros((p, p))
         wtb = np.zeros(p)
-        for sl in rows:
-            wi = np.asarray(w[sl], dtype=np.float64)
-            wtw_c += symmetric(blas.dsyrk(1.0, (wi - m).T, trans=0, lower=0))
-            wtb += wi.T @ b[sl]
+        seen = 0
+        for i in range(0, C, step):
+            wi = np.asarray(w[i : i + step], dtype=np.float64)
+            mb = wi.mean(axis=0)
+            wtw_c += symmetric(blas.dsyrk(1.0, (wi - mb).T, trans=0, lower=0))
+            d, total = mb - m, seen + wi.shape[0]
+            if seen:
+                wtw_c += (seen * wi.shape[0] / total) * np.outer(d, d)
+            m += d * (wi.shape[0] / total)
+            seen = total
+            wtb += wi.T @ b[i : i + step]
         self._wtw, self._wtw_c = wtw_c + C * np.outer(m, m), wtw_c
         self._wtb, self._btb = wtb, float(b @ b)
         self._p, self._C = p, C
@@ -207,6 +222,7 @@ class DLRStats:
             raise DLRInputError(f"labels: {y.shape[0]} rows but features have {n_rows}")
         return y, "targets"
 
+    @locked
     def update(self, features: Any, outputs: Any = None, labels: Any = None) -> "DLRStats":
         """Add a batch of samples.
 
@@ -272,12 +288,6 @@ class DLRStats:
         work = work_dtype_for(*data, precision=self.precision, width=width)
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
-        named = [(a, nm) for a, nm in ((x, "features"), (f, "outputs"), (y, "labels")) if a is not None]
-        fill = 0 if self._mom is None else self._mom.fill
-        if fill + nb > stage_capacity(width, work, self.chunk_bytes):
-            # the batch will be folded in over several flushes: validate it whole before touching the state
-            for a, nm in named:
-                check_finite_and_bound(a, nm, work)
         saved = {k: getattr(self, k) for k in _FIRST_BATCH_STATE}
         if self._p is None:
             self._p = p
@@ -299,15 +309,11 @@ class DLRStats:
         empty = np.zeros((nb, 0))
         try:
             self._mom.stage([x, empty if f is None else f, empty if y is None else y])
-        except BadSegment:
-            # Only possible before any row of this batch was folded in (batches that span several flushes are
-            # validated up front): the bad segment was not counted, so drop it and restore what a first batch
-            # may have set.
+        except BadSegment as bad:
+            # Moments.stage left the moments exactly as they were; restore what a first batch may have set
             for k, v in saved.items():
                 setattr(self, k, v)
-            for a, nm in named:
-                check_finite_and_bound(a, nm, work)  # raises the precise error
-            raise DLRInputError("batch rejected: non-finite values or overflow while staging")  # pragma: no cover
+            raise rejected_batch(bad.block, bad.rows, (x, f, y), ("features", "outputs", "labels"), work) from None
         return self
 
     def _update_device(self, features: Any, outputs: Any, labels: Any) -> "DLRStats":
@@ -390,8 +396,9 @@ class DLRStats:
             self._mom.merge(mom)
 
     def __getstate__(self) -> dict:
-        self._sync()
-        return dict(self.__dict__)
+        with self._lock:
+            self._sync()
+            return super().__getstate__()
 
     # ------------------------------------------------------------------ merge
     def _compat(self, other: "DLRStats") -> None:
@@ -407,9 +414,7 @@ class DLRStats:
         if self._label_kind and other._label_kind and self._label_kind != other._label_kind:
             if other.n and self.n:
                 raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
-        if self._weights and not (
-            np.array_equal(self._wtw, other._wtw) and np.array_equal(self._wtb, other._wtb)
-        ):
+        if self._weights and not (_same(self._wtw, other._wtw) and _same(self._wtb, other._wtb)):
             raise DLRInputError("cannot merge statistics built with different weight or bias")
 
     def merge(self, other: "DLRStats") -> "DLRStats":
@@ -417,19 +422,20 @@ class DLRStats:
 
         The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows.
         """
-        self._compat(other)
-        self._sync()
-        other._sync()
-        if other._mom is None or other._mom.rows == 0:
+        with locked_pair(self, other):
+            self._compat(other)
+            self._sync()
+            other._sync()
+            if other._mom is None or other._mom.rows == 0:
+                return self
+            if self._mom is None:
+                self._p, self._C, self._cy, self._label_kind = other._p, other._C, other._cy, other._label_kind
+                self.num_classes = self.num_classes or other.num_classes
+                self._mom = other._mom.copy()
+            else:
+                self._mom.merge(other._mom)
+            self._data_eps = max(self._data_eps, other._data_eps)
             return self
-        if self._mom is None:
-            self._p, self._C, self._cy, self._label_kind = other._p, other._C, other._cy, other._label_kind
-            self.num_classes = self.num_classes or other.num_classes
-            self._mom = other._mom.copy()
-        else:
-            self._mom.merge(other._mom)
-        self._data_eps = max(self._data_eps, other._data_eps)
-        return self
 
     def __add__(self, other: "DLRStats") -> "DLRStats":
         if not isinstance(other, DLRStats):
@@ -441,6 +447,7 @@ class DLRStats:
             return self.copy()
         return NotImplemented
 
+    @locked
     def copy(self) -> "DLRStats":
         """Deep copy (staged rows are folded in first)."""
         self._sync()
@@ -459,6 +466,7 @@ class DLRStats:
         self._mom.flush()
         return self._mom
 
+    @locked
     def moments(self) -> dict[str, Any]:
         """The accumulated statistics as float64 arrays: n, means and centered co-moment blocks.
 
@@ -485,6 +493,7 @@ class DLRStats:
             "labels_labels": blk(2, 2),
         }
 
+    @locked
     def result(
         self,
         rtol: float | None = None,
@@ -553,6 +562,7 @@ class DLRStats:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
         return res
 
+    @locked
     def baseline(
         self, draws: int = DEFAULT_DRAWS, *, seed: int = 0, center_logits: bool = CENTER_LOGITS
     ) -> Baseline:
@@ -595,6 +605,7 @@ class DLRStats:
             center_logits=center_logits,
         )
 
+    @locked
     def spectrum(
         self,
         k: int | None = None,
@@ -623,7 +634,7 @@ class DLRStats:
         method : {"exact", "randomized"}
             ``"exact"`` decomposes the whole p x p feature Gram (O(p^3): minutes at p = 16384 on two cores).
             ``"randomized"`` computes only the top ``k`` modes by randomized subspace iteration on the stored Gram
-            (O(p^2 k); :func:`dlrcore.spectrum.top_eigh`), and ``eigenvalue_error`` then bounds how far each
+            (O(p^2 k); :func:`dlrcore.spectral.top_eigh`), and ``eigenvalue_error`` then bounds how far each
             returned eigenvalue lies below the true one. The D_LR value itself needs no decomposition of the
             Gram, so :meth:`result` is exact and cheap at any p.
         oversample, power_iters, seed
@@ -667,6 +678,7 @@ class DLRStats:
             return spectrum_from_moments(wtw=self._wtw, **common)
         return spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
 
+    @locked
     def nc1(self) -> NC1Result:
         """NC1 = tr(Sigma_W Sigma_B^+) / C of the features, from the class statistics (labels must be class ids)."""
         mo = self._require()
@@ -678,6 +690,7 @@ class DLRStats:
         )
 
     # ------------------------------------------------------------------ persistence
+    @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the statistics to one portable ``.npz`` file, atomically.
 

@@ -17,8 +17,8 @@ D_half (square-root output kernel), D_half of class-centered logits, and the ran
 width C against their own random-readout baseline: D_half reads low there too, and only the baseline shows why.
 
 Run ``python examples/output_kernel_digits.py`` (3 seeds, about 5 minutes on one core of a busy 2-core machine) or
-``--quick`` (what the tests run: one seed, width 64, 300 steps, about 5 s). Writes ``output_kernel_digits.json`` into ``--out``
-(default docs/figures/paper) and prints the tables.
+``--quick`` (what the tests run: one seed, width 64, 300 steps, about 5 s). Writes ``output_kernel_digits.json``
+into ``--out`` (default docs/figures/paper) and prints the tables.
 """
 
 from __future__ import annotations

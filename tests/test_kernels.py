@@ -129,18 +129,19 @@ def test_public_function_matches_fallback(rng):
 
 def test_numba_deterministic_over_threads(rng):
     fn = _numba_kernel()
-    import numba
-
     x = rng.normal(size=(3000, 64)).astype(np.float32)
     shift = x[:100].mean(axis=0)
     out = np.empty_like(x)
-    threads = numba.get_num_threads()
+    threads = kernels.num_threads()
     try:
-        numba.set_num_threads(1)
+        kernels.set_num_threads(1)
         one = fn(x, shift, out)
+        kernels.set_num_threads(3)  # three threads split the 47 blocks unevenly
+        many = fn(x, shift, out)
     finally:
-        numba.set_num_threads(threads)
-    many = fn(x, shift, out)
+        kernels.set_num_threads(threads)
+    with pytest.raises(ValueError, match="positive integer"):
+        kernels.set_num_threads(0)
     np.testing.assert_array_equal(one[0], many[0])  # the block partition depends on n only
     assert one[1] == many[1]
 

@@ -47,10 +47,9 @@ def test_quick_run_separates_rich_from_lazy_under_both_losses(tmp_path):
     assert mse_lazy["dlr_span"] >= mse_rich["dlr_span"] + 0.25, (mse_rich, mse_lazy)
     assert abs(mse_rich["dlr_span"] - mse_rich["dlr_sqrt"]) <= 0.05  # near-isotropic MSE outputs: the two agree
     # untrained features read out by random layers of growing width: D_half falls with C although nothing was
-    # trained, and the random-readout baseline follows it (docs/output-kernel.md, "Failure modes")
+    # trained, while the literal value does not (docs/output-kernel.md, "Failure modes"), and wide heads warn
     wide = doc["untrained"]
     assert [w["C"] for w in wide] == sorted(w["C"] for w in wide) and wide[-1]["C"] > wide[-1]["p"]
     assert wide[-1]["dlr_sqrt"] <= 0.3 and wide[0]["dlr_sqrt"] >= wide[-1]["dlr_sqrt"] + 0.2
-    for w in wide[2:]:
-        assert abs(w["dlr_sqrt"] - w["baseline_sqrt"]) <= 0.05, w
+    assert wide[-1]["dlr_span"] >= wide[0]["dlr_span"] - 0.05
     assert "wide outputs" in wide[-1]["warnings"] and "wide outputs" not in wide[0]["warnings"]

@@ -114,7 +114,7 @@ def test_grokking_quick(tmp_path):
     assert half["dlr_after"] <= 0.5 * half["dlr_memorisation"], half
     assert ce["dlr_after"] >= ce["dlr_memorisation"] + 0.03, ce
     last = runs["ce"]["records"][-1]
-    assert last["dlr_sqrt"] == half["dlr_final"] and last["dlr_sqrt"] <= 0.5 * last["baseline_sqrt"], last
+    assert last["dlr_sqrt"] <= 0.5 * last["baseline_sqrt"], last
     assert abs(last["dlr_sqrt_centered"] - last["dlr_sqrt"]) <= 0.01  # centering the logits barely matters here
     # under MSE both measures fall
     assert runs["mse"]["events_sqrt"]["dlr_after"] <= runs["mse"]["events_sqrt"]["dlr_memorisation"] - 0.15

@@ -448,7 +448,7 @@ def test_spectrum_rejects_non_finite_input_cleanly(bad, where):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# method="randomized": the top k modes of the stored Gram (dlrcore.spectrum.top_eigh)
+# method="randomized": the top k modes of the stored Gram (dlrcore.spectral.top_eigh)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -525,7 +525,7 @@ def test_top_eigh_bound_holds_for_tiny_trailing_eigenvalues(seed):
     """Eigenvalues of 1, 2e-9 and 1e-9 (then zeros) with no oversampling or power iteration: the subspace misses
     part of the small ones, and the bound, summed from the residual itself, still covers every shortfall (a
     difference of squares ||M||_F^2 - ||Q^T M Q||_F^2 would cancel to 0 here)."""
-    from dlrcore.spectrum import top_eigh
+    from dlrcore.spectral import top_eigh
 
     rng = np.random.default_rng(seed)
     p = 30

@@ -41,7 +41,7 @@ from typing import Any, Union
 import keras
 import numpy as np
 
-from ..exact import CENTER_LOGITS, check_output_kernel
+from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, result_record, split_batch
@@ -342,7 +342,11 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.layer = layer
         self.key = key
-        self.kernel = dict(rtol=rtol, output_kernel=check_output_kernel(output_kernel), center_logits=center_logits)
+        self.kernel = dict(
+            rtol=rtol,
+            output_kernel=check_output_kernel(output_kernel),
+            center_logits=check_center_logits(center_logits),
+        )
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         _check(self.collect_kwargs.get("max_batches"), self.collect_kwargs.get("batch_size", 256))
         self.records: list[dict[str, Any]] = []

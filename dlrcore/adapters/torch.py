@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..backend import is_device_input
-from ..exact import CENTER_LOGITS, check_output_kernel
+from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..inputs import DLRInputError
 from ..progress import Progress
 from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
@@ -576,7 +576,11 @@ class Tracker:
         self.every = int(every)
         self.layer = layer
         self.spectrum = bool(spectrum)
-        self.kernel = dict(rtol=rtol, output_kernel=check_output_kernel(output_kernel), center_logits=center_logits)
+        self.kernel = dict(
+            rtol=rtol,
+            output_kernel=check_output_kernel(output_kernel),
+            center_logits=check_center_logits(center_logits),
+        )
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         self.records: list[dict[str, Any]] = []
         self.stats: DLRStats | None = None

@@ -73,6 +73,8 @@ class Spectrum:
         Which measure ``dlr`` holds (``"span"`` literal D_LR, ``"sqrt"`` D_half).
     dlr_span, dlr_sqrt : float
         Both measures of the same statistics.
+    logits_centered : bool
+        Whether D_half centered the logits across classes first.
     """
 
     eigenvalues: np.ndarray
@@ -94,6 +96,7 @@ class Spectrum:
     output_kernel: str = field(default="span")
     dlr_span: float = field(default=math.nan)
     dlr_sqrt: float = field(default=math.nan)
+    logits_centered: bool = field(default=False)
 
     @property
     def modes(self) -> np.ndarray:
@@ -122,6 +125,7 @@ class Spectrum:
     def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
         """Rebuild from :meth:`to_dict`."""
         d = dict(d)
+        d.setdefault("dlr_span", d.get("dlr", math.nan))  # saved before D_half existed: dlr was the literal value
         for f in ("eigenvalues", "relative_eigenvalue", "cumulative_utilization", "cumulative_quality"):
             if d.get(f) is not None:
                 d[f] = np.asarray(d[f], dtype=np.float64)
@@ -138,7 +142,8 @@ class Spectrum:
         c = max(self.C, 1)
         lines = [
             f"Spectrum{f' {self.name!r}' if self.name else ''}: D_LR = {self.dlr_span:.4f}, "
-            f"D_half = {self.dlr_sqrt:.4f} (lower = richer), n = {self.n}, p = {self.p}, C = {self.C}, {self.k} modes",
+            f"D_half = {self.dlr_sqrt:.4f}{' (centered logits)' if self.logits_centered else ''} (lower = richer), "
+            f"n = {self.n}, p = {self.p}, C = {self.C}, {self.k} modes",
             f"  effective rank {self.effective_rank:.2f}, participation ratio {self.participation_ratio:.2f}, "
             f"feature rank {self.feature_rank}",
             f"  at k = C = {c}: relative eigenvalue {at(self.relative_eigenvalue, c)}, utilization "
@@ -332,4 +337,9 @@ def spectrum_from_moments(
 
 def kernel_fields(result: DLRResult) -> dict[str, Any]:
     """The output-kernel fields a :class:`Spectrum` carries from the result of the same statistics."""
-    return dict(output_kernel=result.output_kernel, dlr_span=result.value_span, dlr_sqrt=result.value_sqrt)
+    return dict(
+        output_kernel=result.output_kernel,
+        dlr_span=result.value_span,
+        dlr_sqrt=result.value_sqrt,
+        logits_centered=result.logits_centered,
+    )
