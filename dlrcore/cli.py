@@ -94,6 +94,17 @@ def _accumulate_dask(args: argparse.Namespace) -> DLRStats | DLRSketch:
     )
 
 
+def _positive_bytes(text: str) -> float:
+    """--max-memory: a finite positive number of bytes."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number of bytes, got {text!r}")
+    return v
+
+
 def _kernel(args: argparse.Namespace) -> dict:
     """The output-kernel options of a result: which value is primary, and class-centered logits for D_half."""
     return dict(rtol=args.rtol, output_kernel=args.output_kernel, center_logits=args.center_logits)
@@ -236,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--rank", type=int, default=DEFAULT_RANK, help="sketch: directions captured exactly")
         c.add_argument("--probes", type=int, default=DEFAULT_PROBES, help="sketch: stochastic probes")
         c.add_argument("--seed", type=int, default=0, help="sketch: random seed")
-        c.add_argument("--max-memory", type=float, default=None, help="auto: byte budget (default half the free RAM)")
+        c.add_argument(
+            "--max-memory", type=_positive_bytes, default=None, help="auto: byte budget (default half the free RAM)"
+        )
         c.add_argument("--json", action="store_true", help="print the result as JSON")
         c.add_argument(
             "--checkpoint",

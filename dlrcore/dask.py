@@ -47,6 +47,21 @@ CHUNK_BYTES = 64 * 2**20
 #: ``scheduler`` names of Dask's local schedulers; any other string is a distributed scheduler address.
 LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded", "processes", "multiprocessing")
 
+#: Seconds to wait for a distributed scheduler before giving up with a one-line error.
+CONNECT_TIMEOUT_S = 10
+
+
+def _check_address(address: str) -> None:
+    """A distributed scheduler address is ``scheme://host:port`` (tcp, tls, ucx, inproc, ws, wss) or ``host:port``;
+    anything else is refused at once instead of after a connection timeout."""
+    import re
+
+    if not re.fullmatch(r"((tcp|tls|ucx|inproc|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:\d+(/.*)?", address):
+        raise DLRInputError(
+            f"scheduler {address!r} is neither a local Dask scheduler ({', '.join(LOCAL_SCHEDULERS)}) nor a "
+            "distributed scheduler address such as tcp://host:8786"
+        )
+
 
 # ---------------------------------------------------------------------------------------------- task functions
 # Module-level functions, so that the distributed scheduler pickles them by reference.
@@ -494,7 +509,14 @@ class _Runner:
         if s is not None and s not in LOCAL_SCHEDULERS:
             from distributed import Client
 
-            self.client = Client(s, set_as_default=False)
+            _check_address(s)
+            try:
+                self.client = Client(s, set_as_default=False, timeout=f"{CONNECT_TIMEOUT_S}s")
+            except OSError as exc:  # TimeoutError and refused connections
+                raise DLRInputError(
+                    f"could not reach the Dask scheduler at {s!r} within {CONNECT_TIMEOUT_S} s "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             self.owned = True
         elif s is None:
             try:

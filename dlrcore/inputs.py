@@ -75,7 +75,8 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     Raises
     ------
     DLRInputError
-        If ``x`` is not numeric, is complex, or has the wrong number of dimensions.
+        If ``x`` is not numeric, is complex, has the wrong number of dimensions, or is a masked array with masked
+        entries (their values would be read).
 
     Examples
     --------
@@ -83,6 +84,15 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     (3, 1)
     """
     a = x if isinstance(x, np.ndarray) else _from_framework(x, name)
+    if isinstance(a, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(a))
+        if masked:
+            raise DLRInputError(
+                f"{name}: a masked array with {masked} masked entries; the statistics would read the values under "
+                "the mask. Pass only the rows to keep (for example x[~np.ma.getmaskarray(x).any(axis=1)]) or fill "
+                "the masked entries first"
+            )
+        a = np.ma.getdata(a)
     dt = a.dtype
     if dt.kind == "c":
         raise DLRInputError(f"{name}: complex dtype {dt} is not supported; D_LR is defined for real arrays")
@@ -129,7 +139,7 @@ def work_dtype_for(*arrays: np.ndarray, precision: str = "auto", width: int | No
         return np.dtype(np.float64)
     if precision == "float32":
         return np.dtype(np.float32)
-    if any(a.dtype == np.float64 for a in arrays):
+    if any(a.dtype.kind in "fc" and a.dtype.itemsize >= 8 for a in arrays):  # any byte order ('>f8' too)
         return np.dtype(np.float64)
     if width is not None and width < FLOAT32_MIN_WIDTH:
         return np.dtype(np.float64)

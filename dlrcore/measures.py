@@ -31,7 +31,7 @@ from .inputs import (
 )
 from .concurrency import Locked, locked, locked_pair
 from .moments import BadSegment, Moments
-from .storage import atomic_savez, read_npz
+from .storage import array_field, atomic_savez, check_comoment, int_field, read_npz, str_field
 
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
 
@@ -202,12 +202,17 @@ class CKAStats(Locked):
     def load(cls, path: str | os.PathLike[str]) -> "CKAStats":
         """Read statistics written by :meth:`save`."""
         data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
+        widths = np.asarray(data.get("widths"))
+        if widths.shape != (2,) or widths.dtype.kind not in "iu" or widths.min() < 1:
+            raise DLRInputError(f"{path}: damaged file, field 'widths' should be two positive integers, got {widths!r}")
+        q = int(widths.sum())
+        n = int_field(data, "n", path, least=1)
+        comoment = array_field(data, "comoment", path, (q, q))
+        check_comoment(comoment, "comoment", path)
         st = cls()
-        try:
-            st._mom = Moments([int(w) for w in data["widths"]], work=np.dtype(str(data["work"])))
-            st._mom.load_arrays(int(data["n"]), data["mean"], data["comoment"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise DLRInputError(f"{path}: damaged CKA statistics file ({exc})") from exc
+        work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
+        st._mom = Moments([int(w) for w in widths], work=work)
+        st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment)
         return st
 
 
@@ -305,8 +310,11 @@ def nc1_from_moments(
     # sum_c n_c (mu_c - mu) = 0: the deviations span at most c - 1 directions; a c-th singular value is rounding
     keep[c - 1 :] = False
     vk, sk = vt[keep], sv[keep]
-    # Sigma_B = dev^T dev / c = V diag(s^2 / c) V^T, so tr(Sigma_W Sigma_B^+) / c = sum_j v_j^T Sigma_W v_j / s_j^2
-    value = float(np.sum(np.einsum("ij,jk,ik->i", vk, sigma_w, vk) / sk**2))
+    # Sigma_B = dev^T dev / c = V diag(s^2 / c) V^T, so tr(Sigma_W Sigma_B^+) / c = sum_j v_j^T Sigma_W v_j / s_j^2.
+    # Each v_j^T Sigma_W v_j >= 0, but Sigma_W is a difference: near collapse rounding (about q eps times
+    # v_j^T Sigma_T v_j) can make a term negative, which is clamped at 0; values below that floor are rounding.
+    terms = np.einsum("ij,jk,ik->i", vk, sigma_w, vk) / sk**2
+    value = float(np.sum(np.maximum(terms, 0.0)))
     return NC1Result(
         value=value,
         n=int(n),

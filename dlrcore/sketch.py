@@ -69,7 +69,7 @@ from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
 from .spectral import Spectrum, _cumulative_share, kernel_fields
-from .storage import atomic_savez, read_npz
+from .storage import array_field, atomic_savez, check_comoment, float_field, int_field, read_npz, str_field
 
 __all__ = [
     "DEFAULT_OVERSAMPLE",
@@ -571,30 +571,38 @@ class DLRSketch(Locked):
     def load(cls, path: str | os.PathLike[str]) -> DLRSketch:
         """Read a sketch written by :meth:`save` (as NumPy arrays on the host)."""
         data = read_npz(path, _MAGIC, _FORMAT_VERSION)
+        params = np.asarray(data.get("params"))
+        if params.shape != (4,) or params.dtype.kind not in "iu":
+            raise DLRInputError(f"{path}: damaged file, field 'params' should be 4 integers, got {params!r}")
+        rank, over, probes, seed = (int(v) for v in params)
         try:
-            rank, over, probes, seed = (int(v) for v in data["params"])
-            sk = cls(rank=rank, oversample=over, probes=probes, seed=seed, precision=str(data["precision"]))
-            sk._data_eps = float(data["data_eps"])
-            if int(data["n"]):
-                sk._p, sk._C = int(data["p"]), int(data["C"])
-                cross = "mfp" in data
-                acc = Accumulator(
-                    np, data["omega"], np.dtype(str(data["work"])), need_z=not cross, need_ff=True, need_cross=cross
-                )
-                acc.n = int(data["n"])
-                acc.mean_x, acc.mean_f = data["mean_x"], data["mean_f"]
-                acc.y, acc.mff, acc.trace = data["y"], data["mff"], float(data["trace"])
-                if cross:
-                    acc.mfp = data["mfp"]
-                else:
-                    acc.z = data["z"]
-                if acc.omega64.shape != (sk._p, sk.sketch_size + probes):
-                    raise ValueError(f"test matrix of shape {acc.omega64.shape} does not match the parameters")
-                sk._acc = acc
-        except KeyError as exc:
-            raise DLRInputError(f"{path}: damaged sketch file, missing field {exc}") from exc
-        except (ValueError, TypeError) as exc:
-            raise DLRInputError(f"{path}: damaged sketch file ({exc})") from exc
+            sk = cls(rank=rank, oversample=over, probes=probes, seed=seed,
+                     precision=str_field(data, "precision", path, PRECISIONS))
+        except ValueError as exc:
+            raise DLRInputError(f"{path}: damaged file, field 'params' ({exc})") from exc
+        sk._data_eps = float_field(data, "data_eps", path, least=0.0, most=1.0)
+        n = int_field(data, "n", path, least=0)
+        if not n:
+            return sk
+        p, C = int_field(data, "p", path, least=1), int_field(data, "C", path, least=1)
+        sk._p, sk._C = p, C
+        omega = array_field(data, "omega", path, (p, sk.sketch_size + probes))
+        if not np.array_equal(omega, sk._omega(p)):
+            raise DLRInputError(f"{path}: damaged file, field 'omega' is not the test matrix of seed {seed}")
+        s = omega.shape[1]
+        cross = "mfp" in data
+        work = str_field(data, "work", path, ("float32", "float64"))
+        acc = Accumulator(np, omega, np.dtype(work), need_z=not cross, need_ff=True, need_cross=cross)
+        acc.n = n
+        acc.mean_x, acc.mean_f = array_field(data, "mean_x", path, (p,)), array_field(data, "mean_f", path, (C,))
+        acc.y, acc.mff = array_field(data, "y", path, (p, s)), array_field(data, "mff", path, (C, C))
+        check_comoment(acc.mff, "mff", path)
+        acc.trace = float_field(data, "trace", path, least=0.0)
+        if cross:
+            acc.mfp = array_field(data, "mfp", path, (C, p))
+        else:
+            acc.z = array_field(data, "z", path, (C, s))
+        sk._acc = acc
         return sk
 
 

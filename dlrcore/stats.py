@@ -35,7 +35,7 @@ from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import Baseline, DLRResult
 from .spectral import Spectrum, spectrum_from_moments
-from .storage import atomic_savez, read_npz
+from .storage import array_field, atomic_savez, check_comoment, float_field, int_field, read_npz, str_field
 
 __all__ = ["DLRStats", "FORMAT_VERSION"]
 
@@ -45,6 +45,12 @@ _MAGIC = "dlrcore.DLRStats"
 
 #: Attributes restored when a first batch is rejected while it is being staged.
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
+
+
+def _scalar_bool(data: dict, key: str, path: Any) -> bool:
+    if key not in data or np.asarray(data[key]).dtype != np.bool_ or np.asarray(data[key]).shape != ():
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be True or False")
+    return bool(data[key])
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -733,25 +739,38 @@ class DLRStats(Locked):
             If the file is not a dlrcore statistics file, is damaged, or has a newer format version.
         """
         data = read_npz(path, _MAGIC, FORMAT_VERSION)
-        try:
-            st = cls(precision=str(data["precision"]))
-            geti = lambda k: None if int(data[k]) < 0 else int(data[k])  # noqa: E731
-            st._p, st._C, st._cy = geti("p"), geti("C"), geti("cy")
-            st._label_kind = str(data["label_kind"]) or None
-            st.num_classes = geti("num_classes")
-            st._data_eps = float(data["data_eps"])
-            st._weights = bool(data["weights_mode"])
-            if st._weights:
-                st._wtw, st._wtb, st._btb = data["wtw"], data["wtb"], float(data["btb"])
-                st._wtw_c = data["wtw_centered"] if "wtw_centered" in data else None
-            if int(data["n"]):
-                c = st._c_out
-                st._mom = Moments(
-                    [st._p, c, st._cy], work=np.dtype(str(data["work"])), exact_block=1 if c else None
-                )
-                st._mom.load_arrays(int(data["n"]), data["mean"], data["comoment"])
-        except KeyError as exc:
-            raise DLRInputError(f"{path}: damaged statistics file, missing field {exc}") from exc
-        except (ValueError, TypeError) as exc:
-            raise DLRInputError(f"{path}: damaged statistics file ({exc})") from exc
+        st = cls(precision=str_field(data, "precision", path, PRECISIONS))
+
+        def width(key: str) -> int | None:
+            v = int_field(data, key, path, least=-1)
+            return None if v < 0 else v
+
+        st._p, st._C, st._cy = width("p"), width("C"), width("cy")
+        st._label_kind = str_field(data, "label_kind", path, ("", "classes", "targets", "none")) or None
+        st.num_classes = width("num_classes")
+        st._data_eps = float_field(data, "data_eps", path, least=0.0, most=1.0)
+        st._weights = bool(_scalar_bool(data, "weights_mode", path))
+        n = int_field(data, "n", path, least=0)
+        if n and (st._p is None or st._p < 1 or st._C is None or st._C < 1 or st._cy is None or not st._label_kind):
+            raise DLRInputError(f"{path}: damaged file, widths p={st._p}, C={st._C}, label width={st._cy} with n = {n}")
+        if n and st._label_kind == "classes" and not st._cy:
+            raise DLRInputError(f"{path}: damaged file, class labels of width {st._cy}")
+        if st._weights:
+            p = st._p or 0
+            st._wtw = array_field(data, "wtw", path, (p, p))
+            check_comoment(st._wtw, "wtw", path)
+            st._wtb = array_field(data, "wtb", path, (p,))
+            st._btb = float_field(data, "btb", path, least=0.0)
+            if "wtw_centered" in data:
+                st._wtw_c = array_field(data, "wtw_centered", path, (p, p))
+                check_comoment(st._wtw_c, "wtw_centered", path)
+        if n:
+            c = st._c_out
+            q = st._p + c + st._cy
+            work = str_field(data, "work", path, ("float32", "float64"))
+            mean = array_field(data, "mean", path, (q,))
+            comoment = array_field(data, "comoment", path, (q, q))
+            check_comoment(comoment, "comoment", path)
+            st._mom = Moments([st._p, c, st._cy], work=np.dtype(work), exact_block=1 if c else None)
+            st._mom.load_arrays(n, mean, comoment)
         return st

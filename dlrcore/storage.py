@@ -1,9 +1,18 @@
-"""Atomic ``.npz`` files with a type marker and a format version, for every saved statistics object."""
+"""Atomic ``.npz`` files with a type marker, a format version and a checksum, for every saved statistics object,
+and the field checks every ``load`` runs on what it reads back.
+
+The checksum (SHA-256 over every array's name, dtype, shape and bytes) is written with the file and verified on
+reading, so a field changed after saving (a doubled ``n``, an edited test matrix, a flipped ``complete`` flag) is
+refused as damage. Files written before checksums existed still load; their fields are checked one by one, which
+every file also goes through: types, signs, shapes, symmetry and consistency.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +20,24 @@ import numpy as np
 
 from .inputs import DLRInputError
 
-__all__ = ["atomic_savez", "read_npz"]
+__all__ = [
+    "array_field",
+    "atomic_savez",
+    "check_comoment",
+    "float_field",
+    "int_field",
+    "read_npz",
+    "str_field",
+]
+
+
+def _digest(arrays: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(np.asarray(arrays[key]))
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def atomic_savez(path: str | os.PathLike[str], magic: str, version: int, arrays: dict[str, Any]) -> Path:
@@ -31,6 +57,7 @@ def atomic_savez(path: str | os.PathLike[str], magic: str, version: int, arrays:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     payload = {"magic": np.array(magic), "format_version": np.array(version), **arrays}
+    payload["checksum"] = np.array(_digest(payload))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
@@ -60,17 +87,110 @@ def read_npz(path: str | os.PathLike[str], magic: str, version: int) -> dict[str
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
         raise DLRInputError(f"{path}: not a {magic} file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DLRInputError(
+            f"{path}: not a {magic} file but a single array; save statistics with .save() or "
+            "dlr compute ... --save-stats FILE.npz, and pass arrays to dlr compute instead"
+        )
+    try:
+        with z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DLRInputError(f"{path}: damaged {magic} file ({type(exc).__name__}: {exc})") from exc
     if str(data.get("magic", "")) != magic:
         raise DLRInputError(f"{path}: not a {magic} file (no {magic} marker)")
-    found = int(data["format_version"])
+    if "checksum" in data:
+        stored = str(data.pop("checksum"))
+        if stored != _digest(data):
+            raise DLRInputError(
+                f"{path}: damaged {magic} file: its contents do not match the checksum written with them "
+                "(a field was changed after saving, or the file was corrupted)"
+            )
+    found = int_field(data, "format_version", path, least=1)
     if found > version:
         raise DLRInputError(
             f"{path}: {magic} format version {found} is newer than this dlrcore reads ({version}); upgrade dlrcore"
         )
     return data
+
+
+def _scalar(data: dict[str, np.ndarray], key: str, path: Any) -> np.ndarray:
+    if key not in data:
+        raise DLRInputError(f"{path}: damaged file, field {key!r} is missing")
+    a = np.asarray(data[key])
+    if a.shape != ():
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be a single value, has shape {a.shape}")
+    return a
+
+
+def int_field(data: dict[str, np.ndarray], key: str, path: Any, *, least: int | None = None) -> int:
+    """An integer field (stored as an integer, at least ``least``)."""
+    a = _scalar(data, key, path)
+    if a.dtype.kind not in "iu":
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be an integer, got {a!r}")
+    v = int(a)
+    if least is not None and v < least:
+        raise DLRInputError(f"{path}: damaged file, field {key!r} = {v} is below {least}")
+    return v
+
+
+def float_field(
+    data: dict[str, np.ndarray], key: str, path: Any, *, least: float | None = None, most: float | None = None
+) -> float:
+    """A finite real field within ``[least, most]``."""
+    a = _scalar(data, key, path)
+    if a.dtype.kind not in "fiu" or not np.isfinite(a):
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be a finite number, got {a!r}")
+    v = float(a)
+    if (least is not None and v < least) or (most is not None and v > most):
+        raise DLRInputError(f"{path}: damaged file, field {key!r} = {v!r} is outside [{least}, {most}]")
+    return v
+
+
+def str_field(data: dict[str, np.ndarray], key: str, path: Any, choices: Iterable[str] | None = None) -> str:
+    """A text field, one of ``choices`` when given."""
+    a = _scalar(data, key, path)
+    if a.dtype.kind != "U":
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be text, got {a!r}")
+    v = str(a)
+    if choices is not None and v not in set(choices):
+        raise DLRInputError(f"{path}: damaged file, field {key!r} = {v!r} is not one of {sorted(set(choices))}")
+    return v
+
+
+def array_field(data: dict[str, np.ndarray], key: str, path: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A finite float64 array of exactly ``shape``."""
+    if key not in data:
+        raise DLRInputError(f"{path}: damaged file, field {key!r} is missing")
+    a = np.asarray(data[key])
+    if a.dtype.kind not in "fiu" or a.shape != tuple(shape):
+        raise DLRInputError(
+            f"{path}: damaged file, field {key!r} should be a real array of shape {tuple(shape)}, "
+            f"got {a.dtype} {a.shape}"
+        )
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise DLRInputError(f"{path}: damaged file, field {key!r} holds NaN or Inf")
+    return a
+
+
+def check_comoment(m: np.ndarray, key: str, path: Any) -> None:
+    """A centered co-moment (or Gram) matrix must be symmetric and positive semi-definite; checked as symmetry to
+    rounding, a non-negative diagonal and ``|m_ij| <= sqrt(m_ii m_jj)`` (to rounding), O(q^2)."""
+    scale = float(np.abs(m).max(initial=0.0))
+    if m.size and float(np.abs(m - m.T).max()) > 1e-10 * scale:
+        raise DLRInputError(f"{path}: damaged file, field {key!r} is not symmetric")
+    d = np.diagonal(m)
+    if np.any(d < -1e-12 * scale):
+        raise DLRInputError(f"{path}: damaged file, field {key!r} has a negative diagonal (not a co-moment matrix)")
+    root = np.sqrt(np.clip(d, 0.0, None))
+    if np.any(np.abs(m) > np.outer(root, root) * (1 + 1e-6) + 1e-12 * scale):
+        raise DLRInputError(
+            f"{path}: damaged file, field {key!r} is not positive semi-definite (an entry exceeds the geometric "
+            "mean of its diagonal entries)"
+        )

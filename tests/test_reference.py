@@ -388,20 +388,24 @@ def test_float32_precision_float64_is_near_exact(seed):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4, 1e5])
 def test_C1_output_with_large_offset(offset):
     """C = 1, f = offset + (a function of the features): the output rank is 1 at any rtol, so the spec's D_LR is
-    well defined and, by the C = 1 shift invariance, equals the offset-free value. The float64 library must match
-    the dense reference to 1e-9 relative. The Chan-centered moments hold f's variation exactly; only the algebra
-    after them (||L||^2 = r - 2a + a^2 = (1 - a)^2 at r = 1, with a = 1 - O(std^2 / offset^2)) can lose it."""
+    well defined and, because L = H f f^T H / ||f||^2 is proportional to H g g^T H for g = f - offset, equals the
+    offset-free value. The library must match the dense reference *of the offset-free outputs* to 1e-9 relative:
+    the Chan-centered moments hold f's variation exactly, and ||L|| is formed as rr^T (Fc^T Fc) rr, not as
+    (1 - a)^2. The dense reference of f itself is not the judge here: centering q = f / ||f|| (entries near
+    1 / sqrt(n), variation near std / (offset sqrt(n))) loses about eps * offset / std of relative accuracy, and
+    its SVD more (measured 8e-10 at offset 1e4 with one OpenBLAS build, 1.6e-8 at 1e5 with another)."""
     rng = np.random.default_rng(0)
     n = 1000
     Phi = rng.normal(size=(n, 5))
     f = offset + 0.1 * (Phi @ rng.normal(size=5)) + 0.01 * rng.normal(size=n)
-    ref = ref_dlr(Phi, f)
-    assert abs(ref.value - ref_dlr(Phi, f - offset).value) < 1e-9
     res = dlrcore.dlr(Phi, f)
-    assert_matches_reference(res, ref)
+    ref0 = ref_dlr(Phi, f - offset)
+    assert_rel(res.value, ref0.value)
+    # a = (1^T q)^2 / n with q = f / ||f||: a different formula, to float64 rounding
+    assert res.output_rank == 1 and res.constant_share == pytest.approx(f.sum() ** 2 / (n * (f @ f)), rel=1e-12)
 
 
 @pytest.mark.parametrize("offset", [1e2, 1e4])

@@ -242,3 +242,163 @@ def test_the_spectrum_function_and_the_spectral_module_do_not_clash():
     assert spectral.Spectrum is dlrcore.Spectrum and callable(spectral.top_eigh)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("dlrcore.spectrum")
+
+
+def test_big_endian_float64_input_gets_float64_products():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(500, 140))  # p + C >= 128: float32 products for 32-bit input, not for float64
+    f = x[:, :5] @ rng.normal(size=(5, 4))
+    big_x, big_f = x.astype(">f8"), f.astype(">f8")
+    res = dlrcore.dlr(big_x, big_f)
+    assert res.precision == "float64"
+    assert res.value == pytest.approx(dlrcore.dlr(x, f).value, abs=1e-13)
+
+
+def test_nc1_near_collapse_is_not_negative():
+    """Three classes with within-class noise 1e-9: the direct reference gives NC1 ~ 1e-18; the moment formula
+    forms Sigma_W as a difference, whose rounding (about q eps of the between-class scale) once made it negative."""
+    rng = np.random.default_rng(9)
+    means = rng.normal(size=(3, 6)) * 3.0
+    y = rng.integers(0, 3, size=600)
+    x = means[y] + 1e-9 * rng.normal(size=(600, 6))
+    res = dlrcore.nc1(x, y)
+    assert 0.0 <= res.value <= 1e-13
+
+
+# ---------------------------------------------------------------------------------------------- saved files
+
+
+def _rewrite(path, out, keep_checksum=False, **changes):
+    """Copy an .npz with some fields changed (or removed, with None); by default without the checksum, as a file
+    crafted or written by another program would be."""
+    with np.load(path) as z:
+        data = dict(z)
+    if not keep_checksum:
+        data.pop("checksum")
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k)
+        else:
+            data[k] = v
+    np.savez(out, **data)
+    return out
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(400, 6))
+    f = x[:, :2] @ rng.normal(size=(2, 3))
+    st = dlrcore.DLRStats().update(x, f, labels=rng.integers(0, 3, 400))
+    return st, st.save(tmp_path / "st.npz")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(n=np.array(-5)), "field 'n' = -5 is below 0"),
+        (dict(n=np.array(400.7)), "field 'n' should be an integer"),
+        (dict(work=np.array("object")), "field 'work' = 'object' is not one of"),
+        (dict(format_version=None), "field 'format_version' is missing"),
+        (dict(precision=np.array("float16")), "field 'precision'"),
+        (dict(mean=np.zeros(3)), "field 'mean' should be a real array of shape"),
+    ],
+)
+def test_crafted_statistics_files_are_refused_naming_the_field(saved, tmp_path, changes, message):
+    _, path = saved
+    with pytest.raises(dlrcore.DLRInputError, match=message) as err:
+        dlrcore.DLRStats.load(_rewrite(path, tmp_path / "bad.npz", **changes))
+    assert "bad.npz" in str(err.value)
+
+
+def test_comoments_that_are_not_covariances_are_refused(saved, tmp_path):
+    _, path = saved
+    with np.load(path) as z:
+        m = z["comoment"]
+    with pytest.raises(dlrcore.DLRInputError, match="negative diagonal"):
+        dlrcore.DLRStats.load(_rewrite(path, tmp_path / "neg.npz", comoment=-m))
+    asym = m.copy()
+    asym[0, 1] += 1.0
+    with pytest.raises(dlrcore.DLRInputError, match="not symmetric"):
+        dlrcore.DLRStats.load(_rewrite(path, tmp_path / "asym.npz", comoment=asym))
+    big = m.copy()
+    big[0, 1] = big[1, 0] = 2 * np.sqrt(m[0, 0] * m[1, 1])
+    with pytest.raises(dlrcore.DLRInputError, match="not positive semi-definite"):
+        dlrcore.DLRStats.load(_rewrite(path, tmp_path / "psd.npz", comoment=big))
+
+
+def test_a_field_changed_after_saving_breaks_the_checksum(saved, tmp_path):
+    """n doubled is a consistent file on its own; the checksum written with the file tells it was edited."""
+    st, path = saved
+    with np.load(path) as z:
+        n = int(z["n"])
+    doubled = _rewrite(path, tmp_path / "doubled.npz", keep_checksum=True, n=np.array(2 * n, dtype=np.int64))
+    with pytest.raises(dlrcore.DLRInputError, match="do not match the checksum"):
+        dlrcore.DLRStats.load(doubled)
+    assert dlrcore.DLRStats.load(path).result() == st.result()
+
+
+def test_sketch_files_with_another_test_matrix_are_refused(tmp_path):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 20))
+    path = dlrcore.DLRSketch(rank=4, probes=6, seed=5).update(x, x[:, :2]).save(tmp_path / "sk.npz")
+    with np.load(path) as z:
+        omega, params = z["omega"], z["params"]
+    with pytest.raises(dlrcore.DLRInputError, match="not the test matrix of seed 5"):
+        dlrcore.DLRSketch.load(_rewrite(path, tmp_path / "om.npz", omega=omega * 1.01))
+    other_seed = params.copy()
+    other_seed[3] = 6
+    with pytest.raises(dlrcore.DLRInputError, match="not the test matrix of seed 6"):
+        dlrcore.DLRSketch.load(_rewrite(path, tmp_path / "seed.npz", params=other_seed))
+
+
+def test_a_checkpoint_marked_complete_early_is_refused(tmp_path):
+    from dlrcore.checkpoint import load_checkpoint, save_checkpoint
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(400, 5))
+    path = save_checkpoint(tmp_path / "ck", dlrcore.DLRStats().update(x, x[:, :1]), 400, 2000, {"demo": 1})
+    with pytest.raises(dlrcore.DLRInputError, match="position 400 of 2000 rows with complete=True"):
+        load_checkpoint(_rewrite(path, tmp_path / "early.npz", complete=np.array(True)))
+    assert load_checkpoint(path).position == 400
+
+
+def test_cli_plot_on_an_array_file_says_what_to_pass(tmp_path, capsys):
+    from dlrcore.cli import main
+
+    np.save(tmp_path / "features.npy", np.ones((5, 3)))
+    assert main(["plot", str(tmp_path / "features.npy"), "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "a single array" in err and "--save-stats" in err
+
+
+def test_masked_arrays_are_refused_unless_nothing_is_masked():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(200, 6))
+    f = x[:, :2] @ rng.normal(size=(2, 3))
+    bad = np.ma.masked_array(x.copy(), mask=np.zeros_like(x, dtype=bool))
+    bad.data[7, 2], bad.mask[7, 2] = 1e6, True
+    st = dlrcore.DLRStats().update(x[:100], f[:100])
+    before = snapshot(st)
+    with pytest.raises(dlrcore.DLRInputError, match="features: a masked array with 1 masked entries"):
+        st.update(bad, f)
+    assert same(snapshot(st), before)
+    clean = np.ma.masked_array(x, mask=np.zeros_like(x, dtype=bool))
+    assert dlrcore.dlr(clean, f).value == dlrcore.dlr(x, f).value
+
+
+def test_cli_refuses_a_bogus_scheduler_and_a_bad_memory_budget_at_once(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from dlrcore.cli import main
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 4)))
+    np.save(tmp_path / "f.npy", np.ones((50, 2)))
+    args = ["compute", str(tmp_path / "x.npy"), str(tmp_path / "f.npy")]
+    assert main(args + ["--scheduler", "bogus"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither a local Dask scheduler" in err[0]
+    for bad in ("nan", "-1", "0"):
+        with pytest.raises(SystemExit) as usage:
+            main(args + ["--method", "auto", "--max-memory", bad])
+        assert usage.value.code == 2
+    assert "finite positive number of bytes" in capsys.readouterr().err
