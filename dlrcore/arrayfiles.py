@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import DLRInputError
+from .inputs import DLRInputError, in_file_rows
 
 __all__ = ["DEFAULT_BATCH_BYTES", "ArraySource", "accumulate_files", "check_output_choice", "open_array"]
 
@@ -472,10 +472,13 @@ def accumulate_files(
         for start, x in feats.batches(rows, start=position):
             stop = start + x.shape[0]
             parts = {k: s.read(start, stop) for k, s in sources.items()}
-            if isinstance(stats, DLRSketch):
-                stats.update(x, parts["outputs"])
-            else:
-                stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
+            try:
+                if isinstance(stats, DLRSketch):
+                    stats.update(x, parts["outputs"])
+                else:
+                    stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
+            except DLRInputError as exc:
+                raise in_file_rows(exc, start) from None
             position = stop
             bar.advance(x.shape[0])
             if ck_path is not None and (stop // rows) % every == 0 and stop < feats.rows:

@@ -165,6 +165,20 @@ def rejected_batch(
     )
 
 
+def in_file_rows(exc: DLRInputError, start: int) -> DLRInputError:
+    """The same error with the batch rows it names (``row N``, ``rows A-B of this batch``) counted from ``start``,
+    the batch's first row in the files it was read from."""
+    import re
+
+    msg = re.sub(
+        r"\brows (\d+)-(\d+) of this batch",
+        lambda m: f"rows {int(m[1]) + start}-{int(m[2]) + start} of the files",
+        str(exc),
+    )
+    msg = re.sub(r"\bfirst at row (\d+)", lambda m: f"first at row {int(m[1]) + start} of the files", msg)
+    return DLRInputError(msg)
+
+
 def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype, row_offset: int | None = None) -> None:
     """Raise if ``a`` holds NaN/Inf, or values so large that the centered Gram would overflow ``work``.
 

@@ -402,3 +402,16 @@ def test_cli_refuses_a_bogus_scheduler_and_a_bad_memory_budget_at_once(tmp_path,
             main(args + ["--method", "auto", "--max-memory", bad])
         assert usage.value.code == 2
     assert "finite positive number of bytes" in capsys.readouterr().err
+
+
+def test_bad_values_in_files_are_reported_at_their_file_row(tmp_path, capsys):
+    from dlrcore.cli import main
+
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(1000, 5))
+    x[497, 2] = -np.inf
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "f.npy", rng.normal(size=(1000, 2)))
+    assert main(["compute", str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), "--batch-size", "100"]) == 1
+    err = capsys.readouterr().err
+    assert "-Inf first at row 497 of the files, column 2" in err, err
