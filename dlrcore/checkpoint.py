@@ -34,7 +34,7 @@ import numpy as np
 from .inputs import DLRInputError
 from .sketch import DLRSketch
 from .stats import DLRStats
-from .storage import atomic_savez, int_field, read_npz, str_field
+from .storage import atomic_savez, bool_field, int_field, read_npz, str_field
 
 __all__ = [
     "Checkpoint",
@@ -163,13 +163,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     data = read_npz(path, MAGIC, FORMAT_VERSION)
     position = int_field(data, "position", path, least=0)
     total = int_field(data, "total_rows", path, least=0)
-    complete = np.asarray(data.get("complete"))
-    if complete.shape != () or complete.dtype != np.bool_:
-        raise DLRInputError(f"{path}: damaged checkpoint, field 'complete' should be True or False")
-    if position > total or bool(complete) != (position >= total):
-        raise DLRInputError(
-            f"{path}: damaged checkpoint, position {position} of {total} rows with complete={bool(complete)}"
-        )
+    complete = bool_field(data, "complete", path)
+    if position > total or complete != (position >= total):
+        raise DLRInputError(f"{path}: damaged checkpoint, position {position} of {total} rows with complete={complete}")
     try:
         cls = _KINDS[str_field(data, "kind", path, tuple(_KINDS))]
         fd, tmp = tempfile.mkstemp(suffix=".npz", prefix="dlrcore-ckstate-")

@@ -257,8 +257,7 @@ def _shift_into_numba(
             run(0, nblk)
         else:  # disjoint block ranges (rows of out, rows of csum and sqs) on the pool's threads
             cuts = [t * nblk // threads for t in range(threads + 1)]
-            for done in _pool(threads).map(run, cuts[:-1], cuts[1:]):
-                del done
+            list(_pool(threads).map(run, cuts[:-1], cuts[1:]))  # list(): waits, and re-raises a thread's error
     with np.errstate(invalid="ignore", over="ignore"):
         return csum.sum(axis=0), float(sqs.sum())
 

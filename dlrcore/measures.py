@@ -31,7 +31,7 @@ from .inputs import (
 )
 from .concurrency import Locked, locked, locked_pair
 from .moments import BadSegment, Moments
-from .storage import array_field, atomic_savez, check_comoment, int_field, read_npz, str_field
+from .storage import array_field, atomic_savez, check_comoment, int_array_field, int_field, read_npz, str_field
 
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
 
@@ -202,16 +202,14 @@ class CKAStats(Locked):
     def load(cls, path: str | os.PathLike[str]) -> "CKAStats":
         """Read statistics written by :meth:`save`."""
         data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
-        widths = np.asarray(data.get("widths"))
-        if widths.shape != (2,) or widths.dtype.kind not in "iu" or widths.min() < 1:
-            raise DLRInputError(f"{path}: damaged file, field 'widths' should be two positive integers, got {widths!r}")
-        q = int(widths.sum())
+        widths = int_array_field(data, "widths", path, 2, least=1)
+        q = sum(widths)
         n = int_field(data, "n", path, least=1)
         comoment = array_field(data, "comoment", path, (q, q))
         check_comoment(comoment, "comoment", path)
         st = cls()
         work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
-        st._mom = Moments([int(w) for w in widths], work=work)
+        st._mom = Moments(widths, work=work)
         st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment)
         return st
 

@@ -69,7 +69,16 @@ from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
 from .spectral import Spectrum, _cumulative_share, kernel_fields
-from .storage import array_field, atomic_savez, check_comoment, float_field, int_field, read_npz, str_field
+from .storage import (
+    array_field,
+    atomic_savez,
+    check_comoment,
+    float_field,
+    int_array_field,
+    int_field,
+    read_npz,
+    str_field,
+)
 
 __all__ = [
     "DEFAULT_OVERSAMPLE",
@@ -571,10 +580,7 @@ class DLRSketch(Locked):
     def load(cls, path: str | os.PathLike[str]) -> DLRSketch:
         """Read a sketch written by :meth:`save` (as NumPy arrays on the host)."""
         data = read_npz(path, _MAGIC, _FORMAT_VERSION)
-        params = np.asarray(data.get("params"))
-        if params.shape != (4,) or params.dtype.kind not in "iu":
-            raise DLRInputError(f"{path}: damaged file, field 'params' should be 4 integers, got {params!r}")
-        rank, over, probes, seed = (int(v) for v in params)
+        rank, over, probes, seed = int_array_field(data, "params", path, 4)
         try:
             sk = cls(rank=rank, oversample=over, probes=probes, seed=seed,
                      precision=str_field(data, "precision", path, PRECISIONS))

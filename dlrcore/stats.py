@@ -35,7 +35,16 @@ from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import Baseline, DLRResult
 from .spectral import Spectrum, spectrum_from_moments
-from .storage import array_field, atomic_savez, check_comoment, float_field, int_field, read_npz, str_field
+from .storage import (
+    array_field,
+    atomic_savez,
+    bool_field,
+    check_comoment,
+    float_field,
+    int_field,
+    read_npz,
+    str_field,
+)
 
 __all__ = ["DLRStats", "FORMAT_VERSION"]
 
@@ -45,12 +54,6 @@ _MAGIC = "dlrcore.DLRStats"
 
 #: Attributes restored when a first batch is rejected while it is being staged.
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
-
-
-def _scalar_bool(data: dict, key: str, path: Any) -> bool:
-    if key not in data or np.asarray(data[key]).dtype != np.bool_ or np.asarray(data[key]).shape != ():
-        raise DLRInputError(f"{path}: damaged file, field {key!r} should be True or False")
-    return bool(data[key])
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -749,7 +752,7 @@ class DLRStats(Locked):
         st._label_kind = str_field(data, "label_kind", path, ("", "classes", "targets", "none")) or None
         st.num_classes = width("num_classes")
         st._data_eps = float_field(data, "data_eps", path, least=0.0, most=1.0)
-        st._weights = bool(_scalar_bool(data, "weights_mode", path))
+        st._weights = bool_field(data, "weights_mode", path)
         n = int_field(data, "n", path, least=0)
         if n and (st._p is None or st._p < 1 or st._C is None or st._C < 1 or st._cy is None or not st._label_kind):
             raise DLRInputError(f"{path}: damaged file, widths p={st._p}, C={st._C}, label width={st._cy} with n = {n}")

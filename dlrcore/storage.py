@@ -23,8 +23,10 @@ from .inputs import DLRInputError
 __all__ = [
     "array_field",
     "atomic_savez",
+    "bool_field",
     "check_comoment",
     "float_field",
+    "int_array_field",
     "int_field",
     "read_npz",
     "str_field",
@@ -137,6 +139,25 @@ def int_field(data: dict[str, np.ndarray], key: str, path: Any, *, least: int | 
     if least is not None and v < least:
         raise DLRInputError(f"{path}: damaged file, field {key!r} = {v} is below {least}")
     return v
+
+
+def bool_field(data: dict[str, np.ndarray], key: str, path: Any) -> bool:
+    """A True/False field (stored as a NumPy bool)."""
+    a = _scalar(data, key, path)
+    if a.dtype != np.bool_:
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be True or False, got {a!r}")
+    return bool(a)
+
+
+def int_array_field(
+    data: dict[str, np.ndarray], key: str, path: Any, length: int, *, least: int | None = None
+) -> list[int]:
+    """``length`` integers (each at least ``least``)."""
+    a = np.asarray(data.get(key))
+    if key not in data or a.shape != (length,) or a.dtype.kind not in "iu" or (least is not None and a.min() < least):
+        bound = "" if least is None else f", each at least {least}"
+        raise DLRInputError(f"{path}: damaged file, field {key!r} should be {length} integers{bound}, got {a!r}")
+    return [int(v) for v in a]
 
 
 def float_field(
