@@ -21,6 +21,7 @@ from .backend import astype, is_numpy, prepare, to_numpy
 from .exact import CENTER_LOGITS
 from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
 from .moments import _fused_kernel
+from .scaling import max_abs, new_exponent, scale_array, suspicious
 
 __all__ = [
     "Accumulator",
@@ -89,6 +90,11 @@ class Accumulator:
         self.mff: Any = None
         self.mfp: Any = None  # exact Fc^T Phic (C x p), kept when C is small next to the sketch
         self.trace = 0.0
+        # the state holds the products of x * 2**-exp_x and f * 2**-exp_f (dlrcore.scaling); "fixed" once a
+        # block saw a non-zero value
+        self.exp_x = self.exp_f = 0
+        self.fixed_x = self.fixed_f = False
+        self.label_shift = 0  # DLRStats' device path: labels appended to x were multiplied by 2**label_shift
 
     def __getstate__(self) -> dict[str, Any]:
         # the array namespace is a module, which pickle refuses: keep its import name
@@ -102,11 +108,42 @@ class Accumulator:
         self.__dict__.update(state)
 
     def batch(self, x: Any, f: Any, scratch: Scratch | None = None) -> tuple:
-        """Centered products of one batch, validated (NaN/Inf/overflow raise before anything is merged).
+        """Centered products of one batch, validated (NaN/Inf raise before anything is merged), with the power-of-two
+        exponents they were formed at (:mod:`dlrcore.scaling`); :meth:`add` merges them.
 
         ``scratch`` lends reusable buffers for the centered copies when many blocks are streamed in one call."""
-        with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught by the finiteness checks
-            return self._batch(x, f, scratch)
+        xp, work = self.xp, self.work
+        ex, ef, fx, ff = self.exp_x, self.exp_f, self.fixed_x, self.fixed_f
+        looked = False
+        while True:
+            bad, parts, sqx, sqf = None, None, math.nan, math.nan
+            with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught by the finiteness checks
+                try:
+                    parts, sqx, sqf = self._batch(scale_array(x, ex, xp), scale_array(f, ef, xp), scratch)
+                except BadBatch as exc:
+                    bad = str(exc)
+            if looked:
+                if bad is not None:
+                    raise BadBatch(bad)
+                return (*parts, (ex, ef, fx, ff))
+            looked = True
+            look_x = bad is not None or suspicious(sqx, x.shape[0] * x.shape[1], work, fixed=fx)
+            look_f = bad is not None or suspicious(sqf, f.shape[0] * f.shape[1], work, fixed=ff)
+            if not (look_x or look_f):
+                return (*parts, (ex, ef, fx or sqx > 0, ff or sqf > 0))
+            before = (ex, ef)
+            for which, arr, look in (("features", x, look_x), ("outputs", f, look_f)):
+                if not look:
+                    continue
+                amax = max_abs(arr, xp)
+                if not math.isfinite(amax):
+                    raise BadBatch(which)
+                if which == "features":
+                    ex, fx = new_exponent(amax, ex, work, fixed=fx), fx or amax > 0
+                else:
+                    ef, ff = new_exponent(amax, ef, work, fixed=ff), ff or amax > 0
+            if bad is None and (ex, ef) == before:  # the values lie in the window after all
+                return (*parts, (ex, ef, fx or sqx > 0, ff or sqf > 0))
 
     def _batch(self, x: Any, f: Any, scratch: Scratch | None) -> tuple:
         xp, work = self.xp, self.work
@@ -127,6 +164,8 @@ class Accumulator:
             sq = float(xp.sum(xc * xc, dtype=f64)) if not is_numpy(xp) else _sumsq(xc)
         r = sx / nb
         if not (math.isfinite(sq) and bool(xp.all(xp.isfinite(sx)))):
+            raise BadBatch("features")
+        if not math.isfinite(float(xp.sum(r * r))):
             raise BadBatch("features")
         mean_b = astype(xp, k, f64) + r
         t = xc if self.omega_w is None else xc @ self.omega_w
@@ -164,7 +203,10 @@ class Accumulator:
                 mffb -= nb * (rf[:, None] * rf[None, :])
             if not bool(xp.all(xp.isfinite(mffb))):
                 raise BadBatch("outputs")
-        return nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b
+            sqf = float(xp.sum(xp.linalg.diagonal(mffb) if not is_numpy(xp) else np.diagonal(mffb)))
+        else:
+            sqf = float(xp.sum(fc64 * fc64)) if not is_numpy(xp) else _sumsq(fc64)
+        return (nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b), sq, sqf
 
     def stream(self, x: Any, f: Any, rows: int, on_rows: Any = None) -> Accumulator:
         """Add every row of the validated arrays ``x``, ``f`` in blocks of ``rows`` (a rejected block raises
@@ -181,13 +223,20 @@ class Accumulator:
         return self
 
     def add(self, parts: tuple) -> None:
-        """Chan's merge of a batch (or of another accumulator's state) into this one."""
-        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = parts
+        """Chan's merge of a batch (or of another accumulator's state) into this one, both brought to the larger
+        exponent of each block first (exactly: by powers of two)."""
+        *moments, (ex, ef, fx, ff) = parts
         xp = self.xp
         if self.n == 0:
-            self.n, self.mean_x, self.mean_f = nb, mean_b, mean_fb
-            self.y, self.z, self.mff, self.mfp, self.trace = yb, zb, mffb, mfpb, trace_b
+            self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace = moments
+            self.exp_x, self.exp_f, self.fixed_x, self.fixed_f = ex, ef, fx, ff
             return
+        tx = max(self.exp_x, ex) if (self.fixed_x and fx) else (self.exp_x if self.fixed_x else ex)
+        tf = max(self.exp_f, ef) if (self.fixed_f and ff) else (self.exp_f if self.fixed_f else ef)
+        self._set_state(_rescaled(xp, self._moments(), tx - self.exp_x, tf - self.exp_f))
+        self.exp_x, self.exp_f = tx, tf
+        self.fixed_x, self.fixed_f = self.fixed_x or fx, self.fixed_f or ff
+        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = _rescaled(xp, moments, tx - ex, tf - ef)
         n = self.n + nb
         w = self.n * nb / n
         d = mean_b - self.mean_x
@@ -205,8 +254,48 @@ class Accumulator:
         self.mean_f = self.mean_f + df * (nb / n)
         self.n = n
 
-    def state(self) -> tuple:
+    def _moments(self) -> tuple:
         return self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace
+
+    def _set_state(self, moments: tuple) -> None:
+        self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace = moments
+
+    def state(self) -> tuple:
+        """The state in the layout of :meth:`batch`'s parts (for :meth:`add` into another accumulator)."""
+        return (*self._moments(), (self.exp_x, self.exp_f, self.fixed_x, self.fixed_f))
+
+    def derive_fixed(self) -> None:
+        """Set the blocks' "fixed" flags from a state loaded from a file: a block saw a non-zero value exactly when
+        its mean or its spread is not zero."""
+        xp = self.xp
+        self.fixed_x = bool(self.n) and (bool(xp.any(self.mean_x != 0)) or self.trace > 0)
+        self.fixed_f = bool(self.n) and bool(xp.any(self.mean_f != 0)) or (
+            self.mff is not None and bool(xp.any(self.mff != 0)))
+
+
+def _power_of_two(xp: ModuleType, a: Any, k: int) -> Any:
+    """``a * 2**k`` for an array or float of namespace ``xp`` (exact unless the result leaves the range)."""
+    if a is None or k == 0:
+        return a
+    if isinstance(a, float):
+        return math.ldexp(a, k) if k < 1100 else (math.inf if a else 0.0)
+    if is_numpy(xp):
+        with np.errstate(under="ignore", over="ignore"):
+            return np.ldexp(a, np.int32(k))
+    for step in (max(min(k, 1000), -1000), k - max(min(k, 1000), -1000)):
+        if step:
+            a = a * (2.0**step)
+    return a
+
+
+def _rescaled(xp: ModuleType, moments: tuple, dx: int, df: int) -> tuple:
+    """Moments of ``x * 2**-dx`` and ``f * 2**-df`` from those of ``x`` and ``f``."""
+    n, mean_x, mean_f, y, z, mff, mfp, trace = moments
+    if dx == 0 and df == 0:
+        return moments
+    s = lambda a, k: _power_of_two(xp, a, k)
+    return (n, s(mean_x, -dx), s(mean_f, -df), s(y, -2 * dx), s(z, -dx - df), s(mff, -2 * df), s(mfp, -dx - df),
+            s(float(trace), -2 * dx))
 
 
 class BadBatch(Exception):
@@ -271,6 +360,8 @@ def copy_accumulator(acc: Accumulator) -> Accumulator:
         acc.xp, acc.omega64, acc.work, need_z=acc.need_z, need_ff=acc.need_ff, need_cross=acc.need_cross
     )
     new.n, new.trace = acc.n, acc.trace
+    new.exp_x, new.exp_f, new.fixed_x, new.fixed_f = acc.exp_x, acc.exp_f, acc.fixed_x, acc.fixed_f
+    new.label_shift = acc.label_shift
     copy = (lambda a: None if a is None else acc.xp.asarray(a, copy=True))
     new.mean_x, new.mean_f = copy(acc.mean_x), copy(acc.mean_f)
     new.y, new.z, new.mff, new.mfp = copy(acc.y), copy(acc.z), copy(acc.mff), copy(acc.mfp)

@@ -512,6 +512,7 @@ def output_span(
     data_eps: float,
     upper: bool = False,
     max_rel_err: float = 0.0,
+    resolved: bool = False,
 ) -> OutputSpan:
     """Orthonormal basis of the raw output span in the coordinates of the centered output moments.
 
@@ -527,6 +528,8 @@ def output_span(
         As in :func:`dlr_from_moments`.
     upper : bool
         Only the upper triangle of ``m_ff`` is valid (strict lower triangle zero).
+    resolved : bool
+        ``rtol`` was already resolved by the caller (for another width): use it as it is.
     max_rel_err : float
         Relative error of the kept output eigenvalues that the caller tolerates (the sketch estimators pass 1 % of
         their error floor); when positive, the faster ``B^T B`` route of :func:`_offset_svd` is also taken under a
@@ -537,7 +540,7 @@ def output_span(
     OutputSpan
     """
     C = m_ff.shape[0]
-    rtol, notes = _resolve_rtol(rtol, C, data_eps)
+    rtol, notes = (float(rtol), []) if resolved and rtol is not None else _resolve_rtol(rtol, C, data_eps)
     if upper:
         m_ff = m_ff + np.triu(m_ff, 1).T
     # F = [Uc, 1/sqrt(n)] B with Fc = Uc diag(sqrt(lc)) Vc^T and B = [diag(sqrt(lc)) Vc^T; sqrt(n) mean_f^T]: the
@@ -656,6 +659,44 @@ def dlr_from_moments(
     )
 
 
+@dataclass(frozen=True)
+class _WeightsSpan:
+    rank: int
+    constant_share: float
+    norm_l2: float
+    inner: float
+
+
+def _weights_span(
+    *, n: int, mean_phi: np.ndarray, m_pp: np.ndarray, wtw: np.ndarray, wtb: np.ndarray, btb: float, rtol: float,
+    data_eps: float,
+) -> _WeightsSpan:
+    """The literal output span of ``F = Phi W^T + 1 b^T`` from ``W^T W``, ``W^T b``, ``b^T b``, with no offset squared.
+
+    With ``W^T W = U L U^T`` (eigenvalues above ``10 p eps64`` times the largest kept), ``Q_1 = W U L^(-1/2)`` has
+    orthonormal columns, ``b = Q_1 t + beta q`` with ``t = L^(-1/2) U^T W^T b``, ``beta^2 = b^T b - |t|^2`` and
+    ``q`` a unit vector orthogonal to them, and ``F = F' [Q_1, q]^T`` with the n x (rank W + 1) outputs
+    ``F' = [Phi U L^(1/2) + 1 t^T, beta 1]``. ``F`` and ``F'`` share singular values and left singular vectors, so
+    the span is that of the explicit outputs; :func:`output_span` takes the feature offset (in the mean of ``F'``)
+    through its offset-safe route instead of squaring ``n |W mu + b|^2`` into one Gram.
+    """
+    p = m_pp.shape[0]
+    lw, uw = _eigh_desc(0.5 * (wtw + wtw.T))
+    keep = lw > 10.0 * p * _EPS64 * lw[0] if lw.size and lw[0] > 0 else np.zeros(lw.shape, bool)
+    root = np.sqrt(lw[keep])
+    r11 = root[:, None] * uw[:, keep].T  # L^(1/2) U^T, rank(W) x p
+    bt = (uw[:, keep].T @ wtb) / root  # Q_1^T b
+    beta = math.sqrt(max(float(btb) - float(bt @ bt), 0.0))
+    c2 = r11.shape[0] + 1
+    mean_f = np.concatenate([r11 @ mean_phi + bt, [beta]])
+    m_fp = np.vstack([r11 @ m_pp, np.zeros((1, p))])
+    m_ff = np.zeros((c2, c2))
+    m_ff[:-1, :-1] = m_fp[:-1] @ r11.T
+    span = output_span(n=n, m_ff=0.5 * (m_ff + m_ff.T), mean_f=mean_f, rtol=rtol, data_eps=data_eps, resolved=True)
+    t = span.basis.T @ m_fp
+    return _WeightsSpan(span.rank, span.constant_share, span.norm_l2, float(np.einsum("ij,ij->", t, t)))
+
+
 def dlr_from_weight_moments(
     *,
     n: int,
@@ -677,12 +718,11 @@ def dlr_from_weight_moments(
     """Exact D_LR (both output kernels) for outputs ``F = Phi W^T + 1 b^T`` from feature moments and ``W^T W``,
     ``W^T b``, ``b^T b``.
 
-    The outputs factor as ``F = A B`` with ``A = [Phic, 1]`` and ``B = [W^T; nu^T]``, ``nu = W mu + b``. As
-    ``A^T A = diag(Phic^T Phic, n)``, whitening ``A`` with ``R = diag(sqrt(s) V^T, sqrt(n))`` (``Phic^T Phic =
-    V diag(s) V^T``) makes ``span(F)`` the image of ``range(R B)`` under an isometry, and ``R B B^T R^T`` is a
-    (k + 1) x (k + 1) matrix built from ``W^T W``: no n x C or C x C matrix is ever formed. D_half uses its
-    leading k x k block ``G = S V^T W^T W V S`` (``Fc Fc^T = U G U^T`` with ``Phic = U S V^T``):
-    ``<K, L_half> = tr(S^2 G^(1/2))`` and ``||L_half||_F^2 = tr(G)``.
+    The literal span comes from the moments of outputs ``F'`` with at most p + 1 columns that share the singular
+    values and left singular vectors of ``F`` (:func:`_weights_span`): no n x C or C x C matrix is ever formed,
+    and a large feature mean or bias is never squared into a Gram. D_half uses the k x k matrix
+    ``G = S V^T W^T W V S`` (``Fc Fc^T = U G U^T`` with ``Phic = U S V^T``): ``<K, L_half> = tr(S^2 G^(1/2))`` and
+    ``||L_half||_F^2 = tr(G)``.
 
     Parameters
     ----------
@@ -711,24 +751,10 @@ def dlr_from_weight_moments(
     k, s, v = _feature_rank(m_pp, feature_rel_tol)
     sk = np.sqrt(s[:k])
     vk = v[:, :k]
-    wt_nu = wtw @ mean_phi + wtb  # W^T nu
-    nu_nu = float(mean_phi @ wtw @ mean_phi + 2.0 * mean_phi @ wtb + btb)
-    e = np.empty((k + 1, k + 1))
-    e11 = (vk.T @ wtw @ vk) * np.outer(sk, sk)
-    e[:k, :k] = e11
-    e[:k, k] = sk * (vk.T @ wt_nu) * math.sqrt(n)
-    e[k, :k] = e[:k, k]
-    e[k, k] = n * nu_nu
-    ev, u = _eigh_desc(e)
-    r = _rank_cut(ev, rtol * rtol)
-    if r == 0:
-        raise DLRInputError("outputs are all zero (rank 0): weight and bias give no output span")
-    ur = u[:, :r]
-    inner = float(((ur[:k, :] ** 2) * s[:k, None]).sum())  # ||U_r^T diag(sqrt s) V_k^T||_F^2
-    a = float((ur[k, :] ** 2).sum())
-    # ||L||_F = ||Q^T H Q||_F; H keeps the k feature coordinates and removes the constant one
-    qhq = ur[:k, :].T @ ur[:k, :]
-    norm_l2 = float(np.einsum("ij,ij->", qhq, qhq))
+    e11 = (vk.T @ wtw @ vk) * np.outer(sk, sk)  # G = S V^T W^T W V S, the centered output Gram (whitened)
+    span = _weights_span(n=n, mean_phi=mean_phi, m_pp=m_pp, wtw=wtw, wtb=wtb, btb=btb, rtol=rtol, data_eps=data_eps)
+    r, a, norm_l2 = span.rank, span.constant_share, span.norm_l2
+    inner = span.inner
     norm_k = float(np.sqrt((np.clip(s, 0.0, None) ** 2).sum()))
     # D_half: G = S V^T W^T W V S is the centered output Gram in the whitened feature coordinates
     g_eig = _eigh_desc(e11) if k else (np.zeros(0), np.zeros((0, 0)))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DLRInputError", "as_matrix", "check_finite_and_bound", "work_dtype_for"]
+__all__ = ["DLRInputError", "as_matrix", "check_finite", "check_finite_and_bound", "work_dtype_for"]
 
 
 class DLRInputError(ValueError):
@@ -179,6 +179,31 @@ def in_file_rows(exc: DLRInputError, start: int) -> DLRInputError:
     return DLRInputError(msg)
 
 
+def check_finite(a: np.ndarray, name: str, row_offset: int = 0) -> None:
+    """Raise :class:`DLRInputError` naming the first NaN/Inf of ``a`` (its row counted from ``row_offset``), if any.
+
+    Magnitude is not checked: the statistics scale each block by a power of two (:mod:`dlrcore.scaling`).
+    """
+    if a.size:
+        _finite_range(a, name, int(row_offset))
+
+
+def _finite_range(a: np.ndarray, name: str, offset: int) -> tuple[float, float]:
+    """``(max, min)`` of a non-empty ``a``, or the error naming its first non-finite value."""
+    hi = float(np.max(a))
+    lo = float(np.min(a))
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        bad = ~np.isfinite(a)
+        rows, cols = np.nonzero(bad.reshape(a.shape[0], -1))
+        first = a.reshape(a.shape[0], -1)[rows[0], cols[0]]
+        kind = "NaN" if np.isnan(first) else ("-Inf" if first < 0 else "Inf")
+        raise DLRInputError(
+            f"{name}: contains {int(bad.sum())} non-finite value(s) ({kind} first at row {rows[0] + offset}, "
+            f"column {cols[0]}); the statistics were left unchanged"
+        )
+    return hi, lo
+
+
 def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype, row_offset: int | None = None) -> None:
     """Raise if ``a`` holds NaN/Inf, or values so large that the centered Gram would overflow ``work``.
 
@@ -196,17 +221,7 @@ def check_finite_and_bound(a: np.ndarray, name: str, work: np.dtype, row_offset:
             sq = float(np.dot(flat, flat))
         if np.isfinite(sq) and sq <= limit / 8.0:
             return
-    hi = float(np.max(a))
-    lo = float(np.min(a))
-    if not (np.isfinite(hi) and np.isfinite(lo)):
-        bad = ~np.isfinite(a)
-        rows, cols = np.nonzero(bad)
-        first = a[rows[0], cols[0]]
-        kind = "NaN" if np.isnan(first) else ("-Inf" if first < 0 else "Inf")
-        raise DLRInputError(
-            f"{name}: contains {int(bad.sum())} non-finite value(s) ({kind} first at row {rows[0] + offset}, "
-            f"column {cols[0]}); the statistics were left unchanged"
-        )
+    hi, lo = _finite_range(a, name, offset)
     bound = max(abs(hi), abs(lo))
     # centered entries are at most 2*bound; a Gram entry sums n of their products
     # (2 bound)^2 n > limit, written so that it cannot overflow Python floats

@@ -25,13 +25,22 @@ from .inputs import (
     DLRInputError,
     _from_framework,
     as_matrix,
-    check_finite_and_bound,
+    check_finite,
     rejected_batch,
     work_dtype_for,
 )
 from .concurrency import Locked, locked, locked_pair
 from .moments import BadSegment, Moments
-from .storage import array_field, atomic_savez, check_comoment, int_array_field, int_field, read_npz, str_field
+from .storage import (
+    array_field,
+    atomic_savez,
+    check_comoment,
+    int_array_field,
+    int_field,
+    read_npz,
+    scale_exponents_field,
+    str_field,
+)
 
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
 
@@ -210,7 +219,7 @@ class CKAStats(Locked):
         st = cls()
         work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
         st._mom = Moments(widths, work=work)
-        st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment)
+        st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment, scale_exponents_field(data, path, 2))
         return st
 
 
@@ -369,7 +378,7 @@ def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision
     y = np.zeros((x.shape[0], k))
     y[np.arange(x.shape[0]), ids] = 1.0
     work = work_dtype_for(x, precision=precision, width=x.shape[1] + k)
-    check_finite_and_bound(x, "features", work)
+    check_finite(x, "features")
     mo = Moments([x.shape[1], k], work=work)
     mo.stage([x, y])
     mo.flush()

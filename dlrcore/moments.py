@@ -21,6 +21,10 @@ accumulates exactly these in float64, whatever n is, in O(q^2) memory for q stac
 
 Only the upper triangle of ``M`` is stored (the strict lower triangle is kept at zero). Products are float32
 or float64 (``work``); one block may be marked to have its own Gram formed from float64 products.
+
+Each block carries a power-of-two exponent ``e`` (:mod:`dlrcore.scaling`): the state holds the moments of
+``x * 2**-e``, so that data from about 1e-300 to 1e300 neither underflow nor overflow the products. Every measure
+built on these moments is invariant to scaling one block, and :attr:`Moments.exponents` gives the factors back.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.linalg import blas
+
+from .scaling import max_abs, new_exponent, scale_array, suspicious
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "stage_capacity", "symmetric"]
 
@@ -163,6 +169,9 @@ class Moments:
         self._pend_sq = 0.0  # sum of squares of the pending rows (bounds every entry of the pending Gram)
         self._gram: np.ndarray | None = None  # (q, q) work dtype, accumulated with beta = 1
         self._gram_f64: np.ndarray | None = None  # exact block's Gram from float64 products
+        # per block: the state holds the moments of x * 2**-exponent; fixed once the block saw a non-zero value
+        self.exponents = np.zeros(len(self.widths), dtype=np.int64)
+        self.fixed = np.zeros(len(self.widths), dtype=bool)
 
     # ------------------------------------------------------------------ layout
     def cols(self, i: int) -> slice:
@@ -225,6 +234,7 @@ class Moments:
             the call.
         """
         saved = None
+        scale = (self.exponents.copy(), self.fixed.copy())
         try:
             with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught below, by the sums
                 if blocks[0].shape[0] > self.capacity() - self.fill:
@@ -233,7 +243,7 @@ class Moments:
                 else:
                     try:  # one segment: nothing of it is multiplied before all of it is checked
                         self._stage_rows(blocks, split=False)
-                    except _SplitNeeded:  # finite, but too large for the products together: stage fewer at a time
+                    except _SplitNeeded:  # too large together, or a block's scale must change: with a copy kept
                         saved = self._checkpoint()
                         self._stage_rows(blocks, split=True)
         except BadSegment:
@@ -242,6 +252,7 @@ class Moments:
                 self.fill = self._pend_rows = self._pend_stages = 0
                 self._pend_sum = np.zeros(self.q)
                 self._pend_sq = 0.0
+            self.exponents, self.fixed = scale
             raise
 
     def _checkpoint(self) -> tuple:
@@ -259,12 +270,14 @@ class Moments:
             self._shift = np.concatenate([p.mean(axis=0) for p in parts]).astype(self.work)
             self._var = np.concatenate([p.var(axis=0) for p in parts])
 
-    def _stage_rows(self, blocks: Sequence[np.ndarray], split: bool) -> None:
-        nb = blocks[0].shape[0]
+    def _stage_rows(self, raw: Sequence[np.ndarray], split: bool) -> None:
+        nb = raw[0].shape[0]
         work = self.work
         limit = float(np.finfo(work).max) / 8.0
+        blocks = [scale_array(a, int(e)) for a, e in zip(raw, self.exponents)]
         start = 0
         most = nb  # segment length; halved while a segment of finite values is too large for the products
+        looked = -1  # the segment start whose blocks had their scale checked exactly
         while start < nb:
             self._ensure_stage(self.fill + nb - start)
             cap = self._stage.shape[0]
@@ -291,6 +304,12 @@ class Moments:
                     flat = self._stage[rows, cols].astype(np.float64).reshape(-1)
                     parts[i] = float(np.dot(flat, flat))
                 ssum = self._stage[rows].sum(axis=0, dtype=work).astype(np.float64)
+            if looked != start:
+                rescaled = self._check_scale(raw, parts, ssum, start, take, split)
+                looked = start
+                if rescaled:
+                    blocks = [scale_array(a, int(e)) for a, e in zip(raw, self.exponents)]
+                    continue  # stage the segment again, scaled
             sq = float(parts.sum())
             if not (np.isfinite(ssum).all() and np.isfinite(sq) and sq <= limit):
                 finite = bool(np.isfinite(parts).all() and np.isfinite(ssum).all())
@@ -310,10 +329,54 @@ class Moments:
                 self._stage_f64[rows] = blocks[self.exact_block][src]
             self._seg_sum += ssum
             self._seg_sq += sq
+            self.fixed |= parts > 0
             self.fill += take
             start += take
             if self.fill == cap:
                 self._multiply_stage()
+
+    def _check_scale(
+        self, raw: Sequence[np.ndarray], parts: np.ndarray, ssum: np.ndarray, start: int, take: int, split: bool
+    ) -> bool:
+        """Look at the raw rows of a segment whose sums of squares fall outside the window (:mod:`dlrcore.scaling`).
+
+        Raises :class:`BadSegment` for NaN/Inf, :class:`_SplitNeeded` when an exponent must change in a call that
+        kept no copy of the state; otherwise changes the exponents (the state is scaled exactly) and returns
+        whether any changed.
+        """
+        src = slice(start, start + take)
+        bad_sum = not np.isfinite(ssum).all()
+        new, fixed = self.exponents.copy(), self.fixed.copy()
+        for i, a in enumerate(raw):
+            w = self.widths[i]
+            if not w or not (bad_sum or suspicious(float(parts[i]), take * w, self.work, fixed=bool(self.fixed[i]))):
+                continue
+            amax = max_abs(a[src])
+            if not np.isfinite(amax):
+                raise BadSegment(i, (start, start + take), overflow=False)
+            new[i] = new_exponent(amax, int(new[i]), self.work, fixed=bool(fixed[i]))
+            fixed[i] |= amax > 0
+        if np.array_equal(new, self.exponents):
+            self.fixed = fixed
+            return False
+        if not split:
+            raise _SplitNeeded()
+        self.rescale(new)
+        self.fixed = fixed
+        return True
+
+    def rescale(self, exponents: np.ndarray) -> None:
+        """Hold the moments of ``x * 2**-exponents[i]`` for block i from now on (staged rows are folded first);
+        exact, since the state is multiplied by powers of two."""
+        exponents = np.asarray(exponents, dtype=np.int64)
+        if np.array_equal(exponents, self.exponents):
+            return
+        self.flush()
+        cols = np.repeat(exponents - self.exponents, self.widths).astype(np.int32)
+        self.mean = np.ldexp(self.mean, -cols)
+        self.m = np.asfortranarray(np.ldexp(self.m, -(cols[:, None] + cols[None, :])))
+        self.exponents = exponents
+        self._shift = self._var = None
 
     def _multiply_stage(self) -> None:
         """Add the staged rows' Gram (about K) to the pending Gram; fold first if the data drifted from K."""
@@ -418,13 +481,25 @@ class Moments:
             return
         if other.work == np.float64:
             self.set_work(np.dtype(np.float64))
-        self._merge(other.n, other.mean, other.m)
+        # both at the larger exponent of each block (a block without non-zero values takes the other's)
+        both = self.fixed & other.fixed
+        common = np.where(both, np.maximum(self.exponents, other.exponents),
+                          np.where(self.fixed, self.exponents, other.exponents))
+        self.rescale(common)
+        cols = np.repeat(common - other.exponents, self.widths).astype(np.int32)
+        mean_o, m_o = other.mean, other.m
+        if np.any(cols):
+            mean_o = np.ldexp(mean_o, -cols)
+            m_o = np.ldexp(m_o, -(cols[:, None] + cols[None, :]))
+        self._merge(other.n, mean_o, m_o)
+        self.fixed |= other.fixed
 
     def copy(self) -> "Moments":
         """Deep copy of the state (staged rows are folded in first)."""
         self.flush()
         out = Moments(self.widths, work=self.work, exact_block=self.exact_block, chunk_bytes=self.chunk_bytes)
         out.n, out.mean, out.m = self.n, self.mean.copy(), self.m.copy(order="F")
+        out.exponents, out.fixed = self.exponents.copy(), self.fixed.copy()
         return out
 
     def block(self, i: int, j: int, *, upper: bool = False) -> np.ndarray:
@@ -445,13 +520,20 @@ class Moments:
         self.flush()
         return self.mean[self.cols(i)].copy()
 
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """``n``, ``mean`` and the full symmetric ``comoment`` for saving."""
-        self.flush()
-        return {"n": np.array(self.n, dtype=np.int64), "mean": self.mean, "comoment": symmetric(self.m)}
+    def block_exponent(self, i: int) -> int:
+        """The exponent of block ``i``: its stored moments are those of ``x * 2**-e``."""
+        return int(self.exponents[i])
 
-    def load_arrays(self, n: int, mean: np.ndarray, comoment: np.ndarray) -> None:
-        """Restore a state written by :meth:`state_arrays`."""
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """``n``, ``mean``, the full symmetric ``comoment`` and the blocks' ``scale_exponents`` for saving."""
+        self.flush()
+        return {"n": np.array(self.n, dtype=np.int64), "mean": self.mean, "comoment": symmetric(self.m),
+                "scale_exponents": self.exponents.copy()}
+
+    def load_arrays(
+        self, n: int, mean: np.ndarray, comoment: np.ndarray, exponents: np.ndarray | None = None
+    ) -> None:
+        """Restore a state written by :meth:`state_arrays` (``exponents`` None: all zero)."""
         mean = np.asarray(mean, dtype=np.float64)
         comoment = np.asarray(comoment, dtype=np.float64)
         if mean.shape != (self.q,) or comoment.shape != (self.q, self.q):
@@ -461,6 +543,13 @@ class Moments:
         self.n, self.mean, self.m = int(n), mean.copy(), np.asfortranarray(np.triu(comoment))
         self._stage = self._stage_f64 = self._gram = self._gram_f64 = None
         self.fill = self._pend_rows = 0
+        nblocks = len(self.widths)
+        self.exponents = np.zeros(nblocks, dtype=np.int64) if exponents is None else np.array(exponents, np.int64)
+        if self.exponents.shape != (nblocks,):
+            raise ValueError(f"{self.exponents.shape[0]} scale exponents for {nblocks} blocks")
+        # a block holds non-zero values exactly when its mean or its centered squares are not all zero
+        self.fixed = np.array([bool(np.any(self.mean[self.cols(i)]) or np.any(np.diagonal(self.m)[self.cols(i)]))
+                               for i in range(nblocks)])
 
     def __getstate__(self) -> dict:
         self.flush()

@@ -68,7 +68,7 @@ from .exact import (
 from .inputs import PRECISIONS, DLRInputError
 from .progress import Progress
 from .result import DLRResult
-from .spectral import Spectrum, _cumulative_share, kernel_fields
+from .spectral import Spectrum, _cumulative_share, in_data_units, kernel_fields
 from .storage import (
     array_field,
     atomic_savez,
@@ -77,6 +77,7 @@ from .storage import (
     int_array_field,
     int_field,
     read_npz,
+    scale_exponents_field,
     str_field,
 )
 
@@ -531,7 +532,7 @@ class DLRSketch(Locked):
         ``||G - G_hat||_F / n``); ``effective_rank`` is NaN (it needs the whole spectrum) and the participation
         ratio uses the estimated ``||G||_F``. No quality curve (labels are not sketched).
         """
-        spec = self._estimate(rtol, k, output_kernel, center_logits)[1]
+        spec = in_data_units(self._estimate(rtol, k, output_kernel, center_logits)[1], self._acc.exp_x)
         return spec.with_name(name) if name else spec
 
     def _estimate(
@@ -573,6 +574,7 @@ class DLRSketch(Locked):
                 mff=to_numpy(acc.mff),
                 **({"z": to_numpy(acc.z)} if acc.mfp is None else {"mfp": to_numpy(acc.mfp)}),
                 trace=np.array(acc.trace),
+                scale_exponents=np.array([acc.exp_x, acc.exp_f]),
             )
         return atomic_savez(path, _MAGIC, _FORMAT_VERSION, arrays)
 
@@ -608,6 +610,10 @@ class DLRSketch(Locked):
             acc.mfp = array_field(data, "mfp", path, (C, p))
         else:
             acc.z = array_field(data, "z", path, (C, s))
+        exps = scale_exponents_field(data, path, 2)
+        if exps is not None:
+            acc.exp_x, acc.exp_f = exps
+        acc.derive_fixed()
         sk._acc = acc
         return sk
 
@@ -706,21 +712,28 @@ def randomized_dlr(
     total_passes = int(power_iters) + 2
     bar = Progress(n * total_passes, "randomized D_LR", enabled=progress, unit="rows")
 
-    def run(omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False) -> Accumulator:
+    def run(
+        omega: np.ndarray | Any, *, need_z: bool, need_ff: bool, need_cross: bool = False, like: Any = None
+    ) -> Accumulator:
         om = device_array(xp, omega, x) if isinstance(omega, np.ndarray) else omega
         acc = Accumulator(xp, om, work, need_z=need_z, need_ff=need_ff, need_cross=need_cross)
-        return acc.stream(x, f, rows, bar.advance)
+        if like is not None:  # later passes over the same rows: at the first pass's scale, which they never change
+            acc.exp_x, acc.exp_f, acc.fixed_x, acc.fixed_f = like.exp_x, like.exp_f, like.fixed_x, like.fixed_f
+        acc.stream(x, f, rows, bar.advance)
+        if like is not None and (acc.exp_x, acc.exp_f) != (like.exp_x, like.exp_f):
+            raise RuntimeError("randomized_dlr: the data changed between passes (their scale differs)")
+        return acc
 
     with bar:
         cross = exact_cross(f.shape[1], s1 + int(probes))
         first = run(_gaussian(seed, (p, s1), 0), need_z=False, need_ff=True, need_cross=cross)
         y = first.y
         for _ in range(int(power_iters)):
-            y = run(_orth(xp, y), need_z=False, need_ff=False).y
+            y = run(_orth(xp, y), need_z=False, need_ff=False, like=first).y
         v = _orth(xp, y)
         g = device_array(xp, _gaussian(seed, (p, int(probes)), 1), x)
         g = g - v @ (v.T @ g)
-        last = run(xp.concat([v, g], axis=1), need_z=not cross, need_ff=False)
+        last = run(xp.concat([v, g], axis=1), need_z=not cross, need_ff=False, like=first)
     om = to_numpy(last.omega64)
     mfp = to_numpy(first.mfp) if cross else None
     yy = to_numpy(last.y)
@@ -749,7 +762,7 @@ def randomized_dlr(
         output_kernel=output_kernel,
         center_logits=center_logits,
     )
-    return (res, spec) if return_spectrum else res
+    return (res, in_data_units(spec, first.exp_x)) if return_spectrum else res
 
 
 def sketch_memory_bytes(p: int, C: int, *, rank: int = DEFAULT_RANK, oversample: int = DEFAULT_OVERSAMPLE,

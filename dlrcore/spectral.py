@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 
 from .exact import effective_rank
+from .inputs import DLRInputError
 from .result import DLRResult
 
-__all__ = ["Spectrum", "spectrum_from_moments", "top_eigh"]
+__all__ = ["Spectrum", "in_data_units", "spectrum_from_moments", "top_eigh"]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -343,3 +344,28 @@ def kernel_fields(result: DLRResult) -> dict[str, Any]:
         dlr_sqrt=result.value_sqrt,
         logits_centered=result.logits_centered,
     )
+
+
+def in_data_units(spec: Spectrum, exponent: int) -> Spectrum:
+    """``spec`` computed from features scaled by ``2**-exponent`` (:mod:`dlrcore.scaling`), with its eigenvalues
+    (and their error) given back in the features' own units.
+
+    Raises
+    ------
+    DLRInputError
+        When those eigenvalues lie outside the float64 range; everything else in the spectrum is scale-free.
+    """
+    if exponent == 0:
+        return spec
+    with np.errstate(over="ignore", under="ignore"):
+        ev = np.ldexp(spec.eigenvalues, np.int32(2 * exponent))
+        err = None if spec.eigenvalue_error is None else float(np.ldexp(spec.eigenvalue_error, np.int32(2 * exponent)))
+    lost = (ev == 0) & (spec.eigenvalues != 0)
+    if not np.isfinite(ev).all() or (err is not None and not np.isfinite(err)) or lost.any():
+        direction = "above" if not np.isfinite(ev).all() else "below"
+        raise DLRInputError(
+            f"features: the covariance eigenvalues (about 2**{2 * exponent} times {float(spec.eigenvalues[0]):.3g}) "
+            f"lie {direction} the float64 range, so the spectrum cannot be given in the features' units; D_LR, "
+            "D_half and every ratio are unaffected. Rescale the features (the measures are scale invariant)"
+        )
+    return replace(spec, eigenvalues=ev, eigenvalue_error=err)

@@ -9,6 +9,7 @@ memory whatever the number of samples.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,22 +28,25 @@ from .inputs import (
     DLRInputError,
     _from_framework,
     as_matrix,
-    check_finite_and_bound,
+    check_finite,
     rejected_batch,
     work_dtype_for,
 )
 from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import Baseline, DLRResult
-from .spectral import Spectrum, spectrum_from_moments
+from .scaling import max_abs, new_exponent, scale_array
+from .spectral import Spectrum, in_data_units, spectrum_from_moments
 from .storage import (
     array_field,
     atomic_savez,
     bool_field,
     check_comoment,
     float_field,
+    int_array_field,
     int_field,
     read_npz,
+    scale_exponents_field,
     str_field,
 )
 
@@ -53,6 +57,8 @@ FORMAT_VERSION = 1
 _MAGIC = "dlrcore.DLRStats"
 
 #: Attributes restored when a first batch is rejected while it is being staged.
+_BLOCK_NAMES = ("features", "outputs", "labels")
+
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
 
 
@@ -119,6 +125,7 @@ class DLRStats(Locked):
         self._dev: Any = None  # Accumulator of device batches (CuPy, array-API), folded into _mom on demand
         self._wtw = self._wtb = self._wtw_c = None
         self._btb = 0.0
+        self._wb_exp = (0, 0)  # W^T W, W^T b, b^T b are of W * 2**-e_W and b * 2**-e_b (dlrcore.scaling)
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
@@ -130,7 +137,7 @@ class DLRStats(Locked):
         w = as_matrix(weight, "weight")
         if w.shape[0] < 1 or w.shape[1] < 1:
             raise DLRInputError(f"weight: expected a C x p matrix with C, p >= 1, got shape {w.shape}")
-        check_finite_and_bound(w, "weight", np.dtype(np.float64))
+        check_finite(w, "weight")
         C, p = w.shape
         if bias is None:
             b = np.zeros(C)
@@ -138,8 +145,12 @@ class DLRStats(Locked):
             b = as_matrix(bias, "bias", allow_1d=True)
             if b.shape[1] != 1 or b.shape[0] != C:
                 raise DLRInputError(f"bias: expected shape ({C},) to match weight {w.shape}, got {b.shape}")
-            check_finite_and_bound(b, "bias", np.dtype(np.float64))
+            check_finite(b, "bias")
             b = b[:, 0].astype(np.float64)
+        # W and b each scaled by a power of two, so that W^T W, W^T b and b^T b stay inside the float64 range
+        ew = new_exponent(max_abs(w), 0, np.float64, fixed=False)
+        eb = new_exponent(max_abs(b), 0, np.float64, fixed=False)
+        b = scale_array(b, eb)
         # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64), in
         # one pass over W: each block's rows about the block's own mean, merged by Chan's update into the
         # class-centered W^T (I - 1 1^T / C) W (for D_half with centered logits); then W^T W = that + C m m^T with
@@ -150,7 +161,7 @@ class DLRStats(Locked):
         wtb = np.zeros(p)
         seen = 0
         for i in range(0, C, step):
-            wi = np.asarray(w[i : i + step], dtype=np.float64)
+            wi = scale_array(np.asarray(w[i : i + step], dtype=np.float64), ew)
             mb = wi.mean(axis=0)
             wtw_c += symmetric(blas.dsyrk(1.0, (wi - mb).T, trans=0, lower=0))
             d, total = mb - m, seen + wi.shape[0]
@@ -161,6 +172,7 @@ class DLRStats(Locked):
             wtb += wi.T @ b[i : i + step]
         self._wtw, self._wtw_c = wtw_c + C * np.outer(m, m), wtw_c
         self._wtb, self._btb = wtb, float(b @ b)
+        self._wb_exp = (ew, eb)
         self._p, self._C = p, C
         self._data_eps = max(self._data_eps, float(np.finfo(w.dtype).eps))
 
@@ -322,7 +334,7 @@ class DLRStats(Locked):
             # Moments.stage left the moments exactly as they were; restore what a first batch may have set
             for k, v in saved.items():
                 setattr(self, k, v)
-            raise rejected_batch(bad.block, bad.rows, (x, f, y), ("features", "outputs", "labels"), work) from None
+            raise rejected_batch(bad.block, bad.rows, (x, f, y), _BLOCK_NAMES, work) from None
         return self
 
     def _update_device(self, features: Any, outputs: Any, labels: Any) -> "DLRStats":
@@ -355,15 +367,21 @@ class DLRStats(Locked):
         if self._work is not None and self._work == np.float64:
             want64 = True
         work = xp.float64 if want64 else xp.float32
-        z = x
-        if y is not None:
-            z = xp.concat([astype(xp, x, work), astype(xp, device_array(xp, y, x), work)], axis=1)
         dev = self._dev
         if dev is not None and dev.xp is not xp and not (is_numpy(dev.xp) and is_numpy(xp)):
             raise DLRInputError("this batch comes from another array library than earlier device batches")
         if dev is None or dtype_name(dev.work) != dtype_name(work):
             self._sync()
             dev = Accumulator(xp, None, work, need_z=False, need_ff=True, need_cross=True)
+            # labels share the features' exponent in [features, labels]: give them the features' magnitude, as a
+            # power of two 2**label_shift (their stored exponent is then the features' minus label_shift)
+            amax = max_abs(x, xp) if y is not None else 0.0
+            lim = 100 if dtype_name(work) == "float32" else 1000
+            dev.label_shift = min(max(math.frexp(amax)[1], -lim), lim) if math.isfinite(amax) and amax > 0 else 0
+        z = x
+        if y is not None:
+            yd = astype(xp, device_array(xp, y, x), work) * (2.0 ** dev.label_shift)
+            z = xp.concat([astype(xp, x, work), yd], axis=1)
         try:
             parts = dev.batch(z, f)
         except BadBatch as bad:
@@ -397,7 +415,8 @@ class DLRStats(Locked):
             m[ly, ly] = g[p:, p:]
         mean = np.concatenate([mx[:p], mf, mx[p:]])
         mom = Moments([p, C, cy], work=np.dtype(dtype_name(dev.work)), exact_block=1, chunk_bytes=self.chunk_bytes)
-        mom.load_arrays(dev.n, mean, m)  # only the upper triangle is read
+        # only the upper triangle is read
+        mom.load_arrays(dev.n, mean, m, [dev.exp_x, dev.exp_f, dev.exp_x - dev.label_shift])
         if self._mom is None:
             self._mom = mom
         else:
@@ -423,7 +442,9 @@ class DLRStats(Locked):
         if self._label_kind and other._label_kind and self._label_kind != other._label_kind:
             if other.n and self.n:
                 raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
-        if self._weights and not (_same(self._wtw, other._wtw) and _same(self._wtb, other._wtb)):
+        if self._weights and not (
+            _same(self._wtw, other._wtw) and _same(self._wtb, other._wtb) and self._wb_exp == other._wb_exp
+        ):
             raise DLRInputError("cannot merge statistics built with different weight or bias")
 
     def merge(self, other: "DLRStats") -> "DLRStats":
@@ -486,15 +507,30 @@ class DLRStats(Locked):
         mo = self._require()
         has = [True, self._c_out > 0, bool(self._cy)]
 
+        def unscaled(a: np.ndarray, e: int, what: str) -> np.ndarray:
+            with np.errstate(over="ignore", under="ignore"):
+                out = np.ldexp(a, np.int32(e))
+            if not np.isfinite(out).all() or np.any((out == 0) & (a != 0)):
+                raise DLRInputError(
+                    f"{what}: the accumulated moments (stored scaled by 2**{-e}) lie outside the float64 range in "
+                    "the data's own units; the measures are unaffected. Rescale the data to read the moments"
+                )
+            return out
+
         def blk(i: int, j: int) -> np.ndarray | None:
-            return mo.block(i, j) if has[i] and has[j] else None
+            if not (has[i] and has[j]):
+                return None
+            return unscaled(mo.block(i, j), mo.block_exponent(i) + mo.block_exponent(j), _BLOCK_NAMES[i])
+
+        def mean(i: int) -> np.ndarray | None:
+            return unscaled(mo.block_mean(i), mo.block_exponent(i), _BLOCK_NAMES[i]) if has[i] else None
 
         return {
             "n": mo.n,
-            "mean_features": mo.block_mean(0),
-            "mean_outputs": mo.block_mean(1) if has[1] else None,
-            "mean_labels": mo.block_mean(2) if has[2] else None,
-            "features_features": mo.block(0, 0),
+            "mean_features": mean(0),
+            "mean_outputs": mean(1),
+            "mean_labels": mean(2),
+            "features_features": blk(0, 0),
             "outputs_features": blk(1, 0),
             "outputs_outputs": blk(1, 1),
             "labels_features": blk(2, 0),
@@ -538,19 +574,20 @@ class DLRStats(Locked):
         feature_tol = 100.0 * eps_prod
         kernel = dict(output_kernel=output_kernel, center_logits=center_logits, work_eps=eps_prod)
         if self._weights:
+            wtw, wtb, btb, wtw_c = self._weights_scaled(mo.block_exponent(0))
             res = dlr_from_weight_moments(
                 n=mo.n,
                 mean_phi=mo.block_mean(0),
                 m_pp=mo.block(0, 0),
-                wtw=self._wtw,
-                wtb=self._wtb,
-                btb=self._btb,
+                wtw=wtw,
+                wtb=wtb,
+                btb=btb,
                 C=int(self._C),
                 rtol=rtol,
                 data_eps=max(self._data_eps, eps_prod),
                 feature_rel_tol=feature_tol,
                 precision=prec,
-                wtw_centered=self._wtw_c,
+                wtw_centered=wtw_c,
                 **kernel,
             )
         else:
@@ -570,6 +607,23 @@ class DLRStats(Locked):
         if baseline:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
         return res
+
+    def _weights_scaled(self, e: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
+        """``W^T W``, ``W^T b``, ``b^T b`` and the class-centered ``W^T W`` for features stored scaled by ``2**-e``.
+
+        With the weight and bias stored as ``W_s = W 2**-e_W`` and ``b_s = b 2**-e_b``,
+        ``F 2**-(e + e_W + d) = (Phi 2**-e) (W_s 2**-d)^T + 1 (b_s 2**(g - d))^T`` with ``g = e_b - e - e_W``:
+        the bias is scaled against the features and the weight, and ``d >= 0`` scales the weight down only as far as
+        keeps the bias inside the float64 range (a bias that large dwarfs ``W^T W``, which may then round to zero,
+        as it should).
+        """
+        ew, eb = self._wb_exp
+        g = eb - e - ew
+        d = max(0, g - 128) if self._btb > 0 else 0
+        with np.errstate(under="ignore"):
+            wtw = np.ldexp(self._wtw, np.int32(-2 * d))
+            wtw_c = None if self._wtw_c is None else np.ldexp(self._wtw_c, np.int32(-2 * d))
+            return wtw, np.ldexp(self._wtb, np.int32(g - 2 * d)), math.ldexp(self._btb, 2 * (g - d)), wtw_c
 
     @locked
     def baseline(
@@ -684,8 +738,10 @@ class DLRStats(Locked):
             seed=seed,
         )
         if self._weights:
-            return spectrum_from_moments(wtw=self._wtw, **common)
-        return spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
+            spec = spectrum_from_moments(wtw=self._weights_scaled(mo.block_exponent(0))[0], **common)
+        else:
+            spec = spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
+        return in_data_units(spec, mo.block_exponent(0))
 
     @locked
     def nc1(self) -> NC1Result:
@@ -694,8 +750,10 @@ class DLRStats(Locked):
         if self._label_kind != "classes":
             raise DLRInputError("nc1 needs integer class labels: pass labels=class_ids to update()")
         rtol = max(1e-10, 100.0 * self._data_eps, 100.0 * float(np.finfo(mo.work).eps))
+        ey = mo.block_exponent(2)  # class counts come from the label means: give the label block its own units
         return nc1_from_moments(
-            n=mo.n, m_pp=mo.block(0, 0), m_yp=mo.block(2, 0), mean_y=mo.block_mean(2), rtol=rtol
+            n=mo.n, m_pp=mo.block(0, 0), m_yp=np.ldexp(mo.block(2, 0), np.int32(ey)),
+            mean_y=np.ldexp(mo.block_mean(2), np.int32(ey)), rtol=rtol,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -727,7 +785,7 @@ class DLRStats(Locked):
         if self._mom is not None:
             meta.update(self._mom.state_arrays())
         if self._weights:
-            meta.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb))
+            meta.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb), weight_exponents=np.array(self._wb_exp))
             if self._wtw_c is not None:
                 meta.update(wtw_centered=self._wtw_c)
         return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
@@ -764,6 +822,9 @@ class DLRStats(Locked):
             check_comoment(st._wtw, "wtw", path)
             st._wtb = array_field(data, "wtb", path, (p,))
             st._btb = float_field(data, "btb", path, least=0.0)
+            if "weight_exponents" in data:  # absent in files written before the weights were scaled
+                ew, eb = int_array_field(data, "weight_exponents", path, 2, least=-1200, most=1200)
+                st._wb_exp = (ew, eb)
             if "wtw_centered" in data:
                 st._wtw_c = array_field(data, "wtw_centered", path, (p, p))
                 check_comoment(st._wtw_c, "wtw_centered", path)
@@ -775,5 +836,5 @@ class DLRStats(Locked):
             comoment = array_field(data, "comoment", path, (q, q))
             check_comoment(comoment, "comoment", path)
             st._mom = Moments([st._p, c, st._cy], work=np.dtype(work), exact_block=1 if c else None)
-            st._mom.load_arrays(n, mean, comoment)
+            st._mom.load_arrays(n, mean, comoment, scale_exponents_field(data, path, 3))
         return st

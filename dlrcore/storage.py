@@ -150,14 +150,24 @@ def bool_field(data: dict[str, np.ndarray], key: str, path: Any) -> bool:
 
 
 def int_array_field(
-    data: dict[str, np.ndarray], key: str, path: Any, length: int, *, least: int | None = None
+    data: dict[str, np.ndarray], key: str, path: Any, length: int, *, least: int | None = None,
+    most: int | None = None,
 ) -> list[int]:
-    """``length`` integers (each at least ``least``)."""
+    """``length`` integers (each within ``[least, most]``)."""
     a = np.asarray(data.get(key))
-    if key not in data or a.shape != (length,) or a.dtype.kind not in "iu" or (least is not None and a.min() < least):
-        bound = "" if least is None else f", each at least {least}"
+    if (key not in data or a.shape != (length,) or a.dtype.kind not in "iu"
+            or (length and least is not None and a.min() < least) or (length and most is not None and a.max() > most)):
+        bound = "" if least is None and most is None else f", each within [{least}, {most}]"
         raise DLRInputError(f"{path}: damaged file, field {key!r} should be {length} integers{bound}, got {a!r}")
     return [int(v) for v in a]
+
+
+def scale_exponents_field(data: dict[str, np.ndarray], path: Any, blocks: int) -> list[int] | None:
+    """The blocks' power-of-two ``scale_exponents`` (:mod:`dlrcore.scaling`); None in files written before they
+    existed, whose moments are unscaled."""
+    if "scale_exponents" not in data:
+        return None
+    return int_array_field(data, "scale_exponents", path, blocks, least=-1200, most=1200)
 
 
 def float_field(

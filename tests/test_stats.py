@@ -154,21 +154,17 @@ def test_bad_batches_raise_clear_errors_and_leave_state_untouched(rng, name, mak
     assert st.result().value == pytest.approx(dlrcore.dlr(phi, out).value, rel=1e-10)
 
 
-def test_float32_overflow_is_refused_before_it_happens(rng):
+def test_float32_products_take_values_beyond_their_range(rng):
     phi, out = gaussian_problem(rng, n=50, p=4, C=2)
     phi, out = phi.astype(np.float32), out.astype(np.float32)
-    st = DLRStats(precision="float32").update(phi[:30], out[:30])
-    before = _state(st.copy())
-    # rows whose centered squares exceed float32's range even one at a time: refused, state unchanged
-    with pytest.raises(DLRInputError, match="features: values up to .* would overflow float32 products"):
-        st.update(phi[30:] * np.float32(1e20), out[30:])
-    assert _same_state(_state(st), before)
-    # rows that fit one at a time but not twenty together are staged fewer at a time and accepted: the value is
-    # that of float64 products on the same float32 values (float32 products: 1e-5 relative)
-    mixed = np.vstack([phi[:30], phi[30:] * np.float32(1e18)])
-    st.update(mixed[30:], out[30:])
-    want = dlrcore.dlr(mixed.astype(np.float64), out.astype(np.float64)).value
-    assert st.result().value == pytest.approx(want, rel=1e-5)
+    # rows whose squares exceed float32's range even one at a time: the features are scaled by a power of two
+    # (dlrcore.scaling) and the value is that of float64 products on the same float32 values (float32 products:
+    # 1e-5 relative)
+    for factor in (1e18, 1e20, 1e30):
+        mixed = np.vstack([phi[:30], phi[30:] * np.float32(factor)])
+        st = DLRStats(precision="float32").update(phi[:30], out[:30]).update(mixed[30:], out[30:])
+        want = dlrcore.dlr(mixed.astype(np.float64), out.astype(np.float64)).value
+        assert st.result().value == pytest.approx(want, rel=1e-5)
     # float64 products take the same values without trouble (D_LR is scale invariant in the features)
     big = DLRStats(precision="float64").update(phi * np.float32(1e18), out).result().value
     assert big == pytest.approx(dlrcore.dlr(phi, out, precision="float64").value, rel=1e-6)  # phi * 1e18 rounds in float32
