@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dlrcore, not an installed copy
 import dlrcore  # noqa: E402
-from dlrcore.exact import FEATURE_RANK_MAX_P, _pivoted_rank, dlr_from_moments, output_span  # noqa: E402
+from dlrcore.exact import FEATURE_RANK_MAX_P, _eigen_rank, dlr_from_moments, output_span  # noqa: E402
 
 SIZES = {
     "tiny": (2_000, 64, 5),  # a smoke test of the script itself
@@ -73,10 +73,10 @@ def svd_d_half(x: np.ndarray, f: np.ndarray, dtype: type = np.float32, block: in
 
 
 def literal_only_finish(m: dict) -> float:
-    """The finishing step for the literal value alone, as it was computed before D_half (with the feature rank's
-    pivoted Cholesky up to p = 1024, as there)."""
+    """The finishing step for the literal value alone, as it was computed before D_half (with the feature rank up
+    to p = 1024, as there; it was a pivoted Cholesky then, an eigenvalue count now)."""
     if m["features_features"].shape[0] <= FEATURE_RANK_MAX_P:
-        _pivoted_rank(m["features_features"], 1e-5)
+        _eigen_rank(m["features_features"], 1e-5)
     span = output_span(n=m["n"], m_ff=m["outputs_outputs"], mean_f=m["mean_outputs"], rtol=None,
                        data_eps=float(np.finfo(np.float32).eps))
     t = span.basis.T @ m["outputs_features"]

@@ -19,9 +19,9 @@ import numpy as np
 
 from .backend import astype, is_numpy, prepare, to_numpy
 from .exact import CENTER_LOGITS
-from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
+from .inputs import CLASS_ID_OUTPUTS, PRECISIONS, DLRInputError, check_finite_and_bound, looks_like_class_ids
 from .moments import _fused_kernel
-from .scaling import max_abs, new_exponent, scale_array, suspicious
+from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
 __all__ = [
     "Accumulator",
@@ -264,13 +264,22 @@ class Accumulator:
         """The state in the layout of :meth:`batch`'s parts (for :meth:`add` into another accumulator)."""
         return (*self._moments(), (self.exp_x, self.exp_f, self.fixed_x, self.fixed_f))
 
-    def derive_fixed(self) -> None:
-        """Set the blocks' "fixed" flags from a state loaded from a file: a block saw a non-zero value exactly when
-        its mean or its spread is not zero."""
+    def loaded(self) -> None:
+        """Finish a state read from a file: set the blocks' "fixed" flags (a block saw a non-zero value exactly when
+        its mean or its spread is not zero) and bring each block's magnitude into the window, exactly."""
         xp = self.xp
         self.fixed_x = bool(self.n) and (bool(xp.any(self.mean_x != 0)) or self.trace > 0)
-        self.fixed_f = bool(self.n) and bool(xp.any(self.mean_f != 0)) or (
-            self.mff is not None and bool(xp.any(self.mff != 0)))
+        self.fixed_f = bool(self.n) and (bool(xp.any(self.mean_f != 0)) or (
+            self.mff is not None and bool(xp.any(self.mff != 0))))
+        if not self.n:
+            return
+        spread_f = 0.0 if self.mff is None else max(float(xp.max(xp.linalg.diagonal(self.mff) if not is_numpy(xp)
+                                                              else np.diagonal(self.mff))), 0.0)
+        dx = out_of_window(max(max_abs(self.mean_x, xp), math.sqrt(max(self.trace, 0.0) / self.n)))
+        df = out_of_window(max(max_abs(self.mean_f, xp), math.sqrt(spread_f / self.n)))
+        if dx or df:
+            self._set_state(_rescaled(xp, self._moments(), dx, df))
+            self.exp_x, self.exp_f = self.exp_x + dx, self.exp_f + df
 
 
 def _power_of_two(xp: ModuleType, a: Any, k: int) -> Any:
@@ -432,4 +441,4 @@ def exact_arrays(
         res = res.with_baseline(random_readout_baseline(
             n=acc.n, mean_phi=to_numpy(acc.mean_x), m_pp=m_pp, C=f.shape[1], center_logits=center_logits
         ))
-    return res
+    return res.with_warnings(CLASS_ID_OUTPUTS) if looks_like_class_ids(outputs) else res

@@ -116,15 +116,26 @@ def _compute(args: argparse.Namespace) -> int:
         raise DLRInputError("--baseline needs exact statistics (the feature moments); a sketch keeps only G Omega")
     res = stats.result(baseline=True, **_kernel(args)) if args.baseline else stats.result(**_kernel(args))
     nc1 = stats.nc1() if isinstance(stats, DLRStats) and stats.label_kind == "classes" else None
+    no_nc1 = None
+    if args.labels and nc1 is None:
+        kind = stats.label_kind if isinstance(stats, DLRStats) else "not kept by a sketch"
+        no_nc1 = (
+            f"NC1 is not reported: --labels {args.labels} gave {kind} labels, and NC1 needs integer class ids "
+            "(save class ids as integers, for example np.save(path, labels.astype(np.int64)))"
+        )
     if args.json:
         d = {**res.to_dict(), "reading": READING}
         if nc1 is not None:
             d["nc1"] = nc1.to_dict()
+        if no_nc1:
+            d["nc1"], d["nc1_note"] = None, no_nc1
         print(json.dumps(d, indent=2))
     else:
         print(res)
         if nc1 is not None:
             print(nc1)
+        if no_nc1:
+            print(f"  note: {no_nc1}")
     return 0
 
 

@@ -113,6 +113,27 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     return a
 
 
+#: The warning for class ids passed as outputs (see :func:`looks_like_class_ids`).
+CLASS_ID_OUTPUTS = (
+    "outputs look like class ids (one integer column): D_LR compares the features with the network's outputs, "
+    "the n x C logits or predictions of its last linear layer; pass class ids as labels=... instead"
+)
+
+
+def looks_like_class_ids(outputs: Any) -> bool:
+    """Whether ``outputs`` is one column of integers or booleans (NumPy, list, or a framework tensor's dtype)."""
+    dt = getattr(outputs, "dtype", None)
+    if dt is None:
+        try:
+            dt = np.asarray(outputs).dtype
+        except (TypeError, ValueError):
+            return False
+    name = str(dt)
+    integral = dt.kind in "iub" if isinstance(dt, np.dtype) else ("int" in name or "bool" in name)
+    shape = tuple(getattr(outputs, "shape", np.shape(outputs)))
+    return integral and (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
+
+
 #: Below this many stacked columns (p + C + label columns) "auto" multiplies in float64 even for float32 data:
 #: the products are then cheap next to the passes over the data, and float64 keeps D_LR near 0 accurate.
 FLOAT32_MIN_WIDTH = 128

@@ -168,6 +168,11 @@ class CKAStats(Locked):
             return NotImplemented
         return self.copy().merge(other)
 
+    def __radd__(self, other: object) -> CKAStats:
+        if isinstance(other, int) and other == 0:  # sum(list_of_stats)
+            return self.copy()
+        return NotImplemented
+
     @locked
     def copy(self) -> "CKAStats":
         """Deep copy."""

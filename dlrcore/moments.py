@@ -29,12 +29,13 @@ built on these moments is invariant to scaling one block, and :attr:`Moments.exp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy.linalg import blas
 
-from .scaling import max_abs, new_exponent, scale_array, suspicious
+from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "stage_capacity", "symmetric"]
 
@@ -550,6 +551,17 @@ class Moments:
         # a block holds non-zero values exactly when its mean or its centered squares are not all zero
         self.fixed = np.array([bool(np.any(self.mean[self.cols(i)]) or np.any(np.diagonal(self.m)[self.cols(i)]))
                                for i in range(nblocks)])
+        # a state written by another program (or before the exponents existed) may hold any finite magnitude:
+        # bring each block into the window, exactly, so that the finishing algebra cannot overflow
+        diag = np.diagonal(self.m)
+        shift = np.zeros(nblocks, dtype=np.int64)
+        for i in range(nblocks):
+            c = self.cols(i)
+            if self.widths[i] and self.n:
+                top = max(float(np.max(np.abs(self.mean[c]))), math.sqrt(max(float(np.max(diag[c])), 0.0) / self.n))
+                shift[i] = out_of_window(top)
+        if np.any(shift):
+            self.rescale(self.exponents + shift)
 
     def __getstate__(self) -> dict:
         self.flush()

@@ -150,6 +150,10 @@ class DLRResult:
         """The same result carrying ``baseline``."""
         return replace(self, baseline=baseline)
 
+    def with_warnings(self, *extra: str) -> DLRResult:
+        """The same result with ``extra`` warnings appended."""
+        return replace(self, warnings=(*self.warnings, *extra)) if extra else self
+
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain dict of JSON-compatible values."""
         d = asdict(self)

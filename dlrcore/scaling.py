@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["max_abs", "new_exponent", "scale_array", "suspicious", "window_exponent"]
+__all__ = ["max_abs", "new_exponent", "out_of_window", "scale_array", "suspicious", "window_exponent"]
 
 
 def window_exponent(work: Any) -> int:
@@ -89,6 +89,21 @@ def new_exponent(amax: float, exponent: int, work: Any, *, fixed: bool) -> int:
     if exponent == 0 and 2.0**-big <= amax <= 2.0**big:
         return 0
     return top
+
+
+def out_of_window(magnitude: float, work: Any = np.float64) -> int:
+    """The power of two to divide a stored block by so that ``magnitude`` (its largest mean or standard deviation,
+    as read from a file) lies in the window; 0 when it already does or is 0.
+
+    Examples
+    --------
+    >>> out_of_window(1e300), out_of_window(3.0), out_of_window(0.0)
+    (997, 0, 0)
+    """
+    big = window_exponent(work)
+    if not magnitude > 0 or 2.0**-big <= magnitude <= 2.0**big:
+        return 0
+    return math.frexp(magnitude)[1]
 
 
 def scale_array(a: Any, exponent: int, xp: Any = np) -> Any:

@@ -65,13 +65,14 @@ from .exact import (
     output_span,
     sqrt_kernel,
 )
-from .inputs import PRECISIONS, DLRInputError
+from .inputs import CLASS_ID_OUTPUTS, PRECISIONS, DLRInputError, looks_like_class_ids
 from .progress import Progress
 from .result import DLRResult
 from .spectral import Spectrum, _cumulative_share, in_data_units, kernel_fields
 from .storage import (
     array_field,
     atomic_savez,
+    check_bounded,
     check_comoment,
     float_field,
     int_array_field,
@@ -219,7 +220,9 @@ def _estimate(
     else:
         b_j = float(np.sum(ny.h * ny.h)) + _colsq(y2) - _colsq(g_hat_w)
     m = b_j.size
-    b_bar = max(float(b_j.mean()), 1e-300)
+    # ||G||_F^2 >= tr(G)^2 / p = 1 / p here (Cauchy-Schwarz over the eigenvalues): an estimate below that bound is
+    # noise (or a damaged file), and the bound is the better value
+    b_bar = max(float(b_j.mean()), 1.0 / p)
     norm_k = math.sqrt(b_bar)
 
     def a_samples(basis: np.ndarray) -> np.ndarray:
@@ -358,6 +361,7 @@ class DLRSketch(Locked):
         self._p: int | None = None
         self._C: int | None = None
         self._data_eps = 0.0
+        self._class_id_outputs = False  # some batch passed one integer column as outputs
 
     @property
     def n(self) -> int:
@@ -420,6 +424,7 @@ class DLRSketch(Locked):
         if self._acc is None:
             self._acc, self._p, self._C = acc, x.shape[1], f.shape[1]
         self._data_eps = max(self._data_eps, dtype_eps(x.dtype), dtype_eps(f.dtype))
+        self._class_id_outputs = self._class_id_outputs or looks_like_class_ids(outputs)
         return self
 
     def _compat(self, other: DLRSketch) -> None:
@@ -453,13 +458,16 @@ class DLRSketch(Locked):
                     raise DLRInputError("cannot merge sketches accumulated in different precisions")
                 self._acc.add(other._acc.state())
             self._data_eps = max(self._data_eps, other._data_eps)
+            self._class_id_outputs = self._class_id_outputs or other._class_id_outputs
             return self
 
     def __add__(self, other: DLRSketch) -> DLRSketch:
+        if not isinstance(other, DLRSketch):
+            return NotImplemented
         return self.copy().merge(other)
 
     def __radd__(self, other: object) -> DLRSketch:
-        if other == 0:  # sum([...])
+        if isinstance(other, int) and other == 0:  # sum([...])
             return self.copy()
         return NotImplemented
 
@@ -470,6 +478,7 @@ class DLRSketch(Locked):
                         precision=self.precision)
         new._acc = None if self._acc is None else copy_accumulator(self._acc)
         new._p, new._C, new._data_eps = self._p, self._C, self._data_eps
+        new._class_id_outputs = self._class_id_outputs
         return new
 
     @locked
@@ -515,7 +524,8 @@ class DLRSketch(Locked):
             ``method == "sketch"``, with ``error_estimate`` (of ``value``), ``error_span``, ``error_sqrt``,
             ``sketch_size``, ``probes`` and ``passes = 1``.
         """
-        return self._estimate(rtol, None, output_kernel, center_logits)[0]
+        res = self._estimate(rtol, None, output_kernel, center_logits)[0]
+        return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
 
     def spectrum(
         self,
@@ -610,10 +620,19 @@ class DLRSketch(Locked):
             acc.mfp = array_field(data, "mfp", path, (C, p))
         else:
             acc.z = array_field(data, "z", path, (C, s))
+        # Cauchy-Schwarz: every cross product is bounded by the norms it pairs (tr G bounds each G_jj and ||G||)
+        root_f, root_t = np.sqrt(np.clip(np.diagonal(acc.mff), 0.0, None)), math.sqrt(acc.trace)
+        cols = np.linalg.norm(omega, axis=0)
+        with np.errstate(over="ignore"):  # an infinite bound is no bound
+            check_bounded(acc.y, acc.trace * cols[None, :], "y", path, "|G Omega| <= tr(G) |Omega|")
+            if acc.mfp is not None:
+                check_bounded(acc.mfp, root_f[:, None] * root_t, "mfp", path, "|Fc^T Phic| <= |Fc| |Phic|")
+            else:
+                check_bounded(acc.z, root_f[:, None] * root_t * cols[None, :], "z", path, "|Fc^T Phic Omega| bounds")
         exps = scale_exponents_field(data, path, 2)
         if exps is not None:
             acc.exp_x, acc.exp_f = exps
-        acc.derive_fixed()
+        acc.loaded()
         sk._acc = acc
         return sk
 
@@ -762,6 +781,8 @@ def randomized_dlr(
         output_kernel=output_kernel,
         center_logits=center_logits,
     )
+    if looks_like_class_ids(outputs):
+        res = res.with_warnings(CLASS_ID_OUTPUTS)
     return (res, in_data_units(spec, first.exp_x)) if return_spectrum else res
 
 
@@ -866,4 +887,5 @@ def sketch_arrays(
         for sl in row_blocks(n, rows):
             sk._update(x[sl, ...], f[sl, ...], scratch)
             bar.advance(sl.stop - sl.start)
+    sk._class_id_outputs = looks_like_class_ids(outputs)
     return sk

@@ -27,15 +27,17 @@ from .inputs import (
     PRECISIONS,
     DLRInputError,
     _from_framework,
+    CLASS_ID_OUTPUTS,
     as_matrix,
     check_finite,
+    looks_like_class_ids,
     rejected_batch,
     work_dtype_for,
 )
 from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
 from .result import Baseline, DLRResult
-from .scaling import max_abs, new_exponent, scale_array
+from .scaling import max_abs, new_exponent, out_of_window, scale_array
 from .spectral import Spectrum, in_data_units, spectrum_from_moments
 from .storage import (
     array_field,
@@ -45,6 +47,7 @@ from .storage import (
     float_field,
     int_array_field,
     int_field,
+    SCALE_EXPONENT_LIMIT,
     read_npz,
     scale_exponents_field,
     str_field,
@@ -126,6 +129,7 @@ class DLRStats(Locked):
         self._wtw = self._wtb = self._wtw_c = None
         self._btb = 0.0
         self._wb_exp = (0, 0)  # W^T W, W^T b, b^T b are of W * 2**-e_W and b * 2**-e_b (dlrcore.scaling)
+        self._class_id_outputs = False  # some batch passed one integer column as outputs
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
@@ -335,6 +339,7 @@ class DLRStats(Locked):
             for k, v in saved.items():
                 setattr(self, k, v)
             raise rejected_batch(bad.block, bad.rows, (x, f, y), _BLOCK_NAMES, work) from None
+        self._class_id_outputs = self._class_id_outputs or (f is not None and looks_like_class_ids(outputs))
         return self
 
     def _update_device(self, features: Any, outputs: Any, labels: Any) -> "DLRStats":
@@ -393,6 +398,7 @@ class DLRStats(Locked):
         if self._label_kind is None:
             self._label_kind, self._cy = kind, 0 if y is None else y.shape[1]
         self._data_eps = max(self._data_eps, dtype_eps(f.dtype))
+        self._class_id_outputs = self._class_id_outputs or looks_like_class_ids(outputs)
         return self
 
     def _sync(self) -> None:
@@ -465,6 +471,7 @@ class DLRStats(Locked):
             else:
                 self._mom.merge(other._mom)
             self._data_eps = max(self._data_eps, other._data_eps)
+            self._class_id_outputs = self._class_id_outputs or getattr(other, "_class_id_outputs", False)
             return self
 
     def __add__(self, other: "DLRStats") -> "DLRStats":
@@ -606,7 +613,18 @@ class DLRStats(Locked):
             )
         if baseline:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
-        return res
+        return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
+
+    def _normalize_weights(self) -> None:
+        """Bring ``W^T W`` and ``b^T b`` read from a file into the window (exactly, by powers of two)."""
+        dw = out_of_window(math.sqrt(max(float(np.max(np.diagonal(self._wtw))), 0.0))) if self._wtw.size else 0
+        db = out_of_window(math.sqrt(self._btb))
+        if dw or db:
+            self._wtw = np.ldexp(self._wtw, np.int32(-2 * dw))
+            self._wtw_c = None if self._wtw_c is None else np.ldexp(self._wtw_c, np.int32(-2 * dw))
+            self._wtb = np.ldexp(self._wtb, np.int32(-dw - db))
+            self._btb = math.ldexp(self._btb, -2 * db)
+            self._wb_exp = (self._wb_exp[0] + dw, self._wb_exp[1] + db)
 
     def _weights_scaled(self, e: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         """``W^T W``, ``W^T b``, ``b^T b`` and the class-centered ``W^T W`` for features stored scaled by ``2**-e``.
@@ -823,8 +841,16 @@ class DLRStats(Locked):
             st._wtb = array_field(data, "wtb", path, (p,))
             st._btb = float_field(data, "btb", path, least=0.0)
             if "weight_exponents" in data:  # absent in files written before the weights were scaled
-                ew, eb = int_array_field(data, "weight_exponents", path, 2, least=-1200, most=1200)
+                lim = SCALE_EXPONENT_LIMIT
+                ew, eb = int_array_field(data, "weight_exponents", path, 2, least=-lim, most=lim)
                 st._wb_exp = (ew, eb)
+            st._normalize_weights()
+            bound = np.sqrt(np.clip(np.diagonal(st._wtw), 0.0, None)) * math.sqrt(st._btb)
+            if not np.all(np.abs(st._wtb) <= bound * (1.0 + 1e-6) + 1e-300):
+                raise DLRInputError(
+                    f"{path}: damaged file, field 'wtb' breaks |W^T b| <= |W| |b| against 'wtw' and 'btb' (these "
+                    "cannot come from one weight and bias)"
+                )
             if "wtw_centered" in data:
                 st._wtw_c = array_field(data, "wtw_centered", path, (p, p))
                 check_comoment(st._wtw_c, "wtw_centered", path)

@@ -162,12 +162,17 @@ def int_array_field(
     return [int(v) for v in a]
 
 
+#: Largest magnitude of a stored power-of-two exponent: data span 2**-1074..2**1024, and a state read from a file
+#: may be brought into the window by as much again.
+SCALE_EXPONENT_LIMIT = 2200
+
+
 def scale_exponents_field(data: dict[str, np.ndarray], path: Any, blocks: int) -> list[int] | None:
     """The blocks' power-of-two ``scale_exponents`` (:mod:`dlrcore.scaling`); None in files written before they
     existed, whose moments are unscaled."""
     if "scale_exponents" not in data:
         return None
-    return int_array_field(data, "scale_exponents", path, blocks, least=-1200, most=1200)
+    return int_array_field(data, "scale_exponents", path, blocks, least=-SCALE_EXPONENT_LIMIT, most=SCALE_EXPONENT_LIMIT)
 
 
 def float_field(
@@ -225,3 +230,11 @@ def check_comoment(m: np.ndarray, key: str, path: Any) -> None:
             f"{path}: damaged file, field {key!r} is not positive semi-definite (an entry exceeds the geometric "
             "mean of its diagonal entries)"
         )
+
+
+def check_bounded(a: np.ndarray, bound: np.ndarray | float, key: str, path: Any, why: str) -> None:
+    """Every ``|a_ij|`` within ``bound`` (broadcast; a Cauchy-Schwarz bound from other fields), to rounding."""
+    with np.errstate(over="ignore"):
+        ok = np.abs(a) <= np.asarray(bound) * (1.0 + 1e-6) + 1e-300
+    if not np.all(ok):
+        raise DLRInputError(f"{path}: damaged file, field {key!r} breaks {why} (the fields cannot come from data)")
