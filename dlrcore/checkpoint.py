@@ -168,10 +168,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise DLRInputError(f"{path}: damaged checkpoint, position {position} of {total} rows with complete={complete}")
     try:
         cls = _KINDS[str_field(data, "kind", path, tuple(_KINDS))]
+        blob = np.asarray(data["state"])
+        if blob.ndim != 1 or blob.dtype != np.uint8:
+            raise DLRInputError(f"field 'state' should be the bytes of saved statistics (uint8), got {blob.dtype} "
+                                f"of shape {blob.shape}")
         fd, tmp = tempfile.mkstemp(suffix=".npz", prefix="dlrcore-ckstate-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(np.ascontiguousarray(data["state"], dtype=np.uint8).tobytes())
+                fh.write(blob.tobytes())
             stats = cls.load(tmp)
         finally:
             os.unlink(tmp)

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.linalg
 
 from .inputs import (
+    PRECISIONS,
     DLRInputError,
     _from_framework,
     as_matrix,
@@ -29,7 +30,8 @@ from .inputs import (
     rejected_batch,
     work_dtype_for,
 )
-from .concurrency import Locked, locked, locked_pair
+from .concurrency import locked, locked_pair
+from .estimator import Estimator
 from .moments import BadSegment, Moments
 from .storage import (
     array_field,
@@ -81,7 +83,7 @@ class CKAResult:
         return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
 
 
-class CKAStats(Locked):
+class CKAStats(Estimator):
     """Streaming, mergeable statistics for linear CKA between two representations of the same samples.
 
     Parameters
@@ -114,6 +116,19 @@ class CKAStats(Locked):
     def n(self) -> int:
         """Samples accumulated."""
         return 0 if self._mom is None else self._mom.rows
+
+    @property
+    def p(self) -> int | None:
+        """Width of the first representation ``x`` (None before the first batch)."""
+        return None if self._mom is None else self._mom.widths[0]
+
+    @property
+    def C(self) -> int | None:
+        """Width of the second representation ``y`` (None before the first batch)."""
+        return None if self._mom is None else self._mom.widths[1]
+
+    def _repr_extra(self) -> str:
+        return f"precision={self.precision}"
 
     @locked
     def update(self, x: Any, y: Any) -> "CKAStats":
@@ -163,16 +178,6 @@ class CKAStats(Locked):
             self._mom.merge(other._mom)
             return self
 
-    def __add__(self, other: "CKAStats") -> "CKAStats":
-        if not isinstance(other, CKAStats):
-            return NotImplemented
-        return self.copy().merge(other)
-
-    def __radd__(self, other: object) -> CKAStats:
-        if isinstance(other, int) and other == 0:  # sum(list_of_stats)
-            return self.copy()
-        return NotImplemented
-
     @locked
     def copy(self) -> "CKAStats":
         """Deep copy."""
@@ -183,8 +188,7 @@ class CKAStats(Locked):
     @locked
     def result(self) -> CKAResult:
         """Linear CKA of everything accumulated so far."""
-        if self._mom is None or self._mom.rows == 0:
-            raise DLRInputError("no samples: call update() before asking for results")
+        self._require_samples()
         mo = self._mom
         if mo.rows < 2:
             raise DLRInputError(f"CKA needs at least 2 samples, got n = {mo.rows}")
@@ -205,23 +209,26 @@ class CKAStats(Locked):
 
     @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the statistics to one ``.npz`` file, atomically."""
-        if self._mom is None:
-            raise DLRInputError("no samples to save")
-        arrays = self._mom.state_arrays()
-        arrays.update(widths=np.array(self._mom.widths), work=np.array(self._mom.work.name))
+        """Write the statistics to one ``.npz`` file, atomically (an empty object too: it loads back empty)."""
+        arrays: dict[str, Any] = {"precision": np.array(self.precision), "n": np.array(0, dtype=np.int64)}
+        if self._mom is not None:
+            arrays.update(self._mom.state_arrays())
+            arrays.update(widths=np.array(self._mom.widths), work=np.array(self._mom.work.name))
         return atomic_savez(path, _CKA_MAGIC, _CKA_VERSION, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "CKAStats":
-        """Read statistics written by :meth:`save`."""
+        """Read statistics written by :meth:`save`, validating every field."""
         data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
+        precision = str_field(data, "precision", path, PRECISIONS) if "precision" in data else "auto"
+        st = cls(precision=precision)
+        n = int_field(data, "n", path, least=0)
+        if not n:
+            return st
         widths = int_array_field(data, "widths", path, 2, least=1)
         q = sum(widths)
-        n = int_field(data, "n", path, least=1)
         comoment = array_field(data, "comoment", path, (q, q))
         check_comoment(comoment, "comoment", path)
-        st = cls()
         work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
         st._mom = Moments(widths, work=work)
         st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment, scale_exponents_field(data, path, 2))

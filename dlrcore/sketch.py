@@ -55,7 +55,8 @@ from .accumulate import (
     work_dtype,
 )
 from .backend import device_array, is_numpy, to_numpy
-from .concurrency import Locked, locked, locked_pair
+from .concurrency import locked, locked_pair
+from .estimator import Estimator
 from .exact import (
     CENTER_LOGITS,
     KernelTerms,
@@ -306,7 +307,7 @@ def _estimate(
 # ---------------------------------------------------------------------------------------------- one pass
 
 
-class DLRSketch(Locked):
+class DLRSketch(Estimator):
     """One-pass, mergeable sketch of (features, outputs) for D_LR and the top of the spectrum, in O(p s) memory.
 
     Keeps ``G Omega`` (p x s), ``Fc^T Phic Omega`` (C x s), ``Fc^T Fc`` (C x C), the means and ``tr G`` for a
@@ -383,11 +384,8 @@ class DLRSketch(Locked):
         """Columns of the Nystrom part, ``min(rank + oversample, p)``."""
         return min(self.rank + self.oversample, self._p or self.rank + self.oversample)
 
-    def __repr__(self) -> str:
-        return (
-            f"DLRSketch(n={self.n}, p={self._p}, C={self._C}, rank={self.rank}, oversample={self.oversample}, "
-            f"probes={self.probes}, seed={self.seed})"
-        )
+    def _repr_extra(self) -> str:
+        return f"rank={self.rank}, oversample={self.oversample}, probes={self.probes}, seed={self.seed}"
 
     def _omega(self, p: int) -> np.ndarray:
         s1 = min(self.rank + self.oversample, p)
@@ -461,16 +459,6 @@ class DLRSketch(Locked):
             self._class_id_outputs = self._class_id_outputs or other._class_id_outputs
             return self
 
-    def __add__(self, other: DLRSketch) -> DLRSketch:
-        if not isinstance(other, DLRSketch):
-            return NotImplemented
-        return self.copy().merge(other)
-
-    def __radd__(self, other: object) -> DLRSketch:
-        if isinstance(other, int) and other == 0:  # sum([...])
-            return self.copy()
-        return NotImplemented
-
     @locked
     def copy(self) -> DLRSketch:
         """An independent copy."""
@@ -484,8 +472,7 @@ class DLRSketch(Locked):
     @locked
     def _host(self) -> dict[str, Any]:
         acc = self._acc
-        if acc is None or acc.n == 0:
-            raise DLRInputError("no data: call update() with at least one batch first")
+        self._require_samples()
         s1 = self.sketch_size
         om, y = to_numpy(acc.omega64), to_numpy(acc.y)
         mfp = None if acc.mfp is None else to_numpy(acc.mfp)

@@ -20,7 +20,8 @@ from scipy.linalg import blas
 from .accumulate import Accumulator, BadBatch, dtype_eps, dtype_name, explain_bad, validate_pair
 from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
-from .concurrency import Locked, locked, locked_pair
+from .concurrency import locked, locked_pair
+from .estimator import Estimator
 from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
     FLOAT32_MIN_WIDTH,
@@ -70,7 +71,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.abs(a - b).max(initial=0.0) <= 1e-12 * np.abs(a).max(initial=0.0))
 
 
-class DLRStats(Locked):
+class DLRStats(Estimator):
     """Streaming, mergeable sufficient statistics of (features, outputs[, labels]) for exact D_LR.
 
     Parameters
@@ -216,10 +217,9 @@ class DLRStats(Locked):
             return np.dtype(dtype_name(self._dev.work))
         return None if self._mom is None else self._mom.work
 
-    def __repr__(self) -> str:
+    def _repr_extra(self) -> str:
         mode = "weights" if self._weights else "outputs"
-        labels = self._label_kind or "undecided"
-        return f"DLRStats(n={self.n}, p={self._p}, C={self._C}, mode={mode}, labels={labels}, work={self._work})"
+        return f"mode={mode}, labels={self._label_kind or 'undecided'}, work={self._work}"
 
     # ------------------------------------------------------------------ update
     def _labels_matrix(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray, str]:
@@ -474,16 +474,6 @@ class DLRStats(Locked):
             self._class_id_outputs = self._class_id_outputs or getattr(other, "_class_id_outputs", False)
             return self
 
-    def __add__(self, other: "DLRStats") -> "DLRStats":
-        if not isinstance(other, DLRStats):
-            return NotImplemented
-        return self.copy().merge(other)
-
-    def __radd__(self, other: object) -> "DLRStats":
-        if isinstance(other, int) and other == 0:  # sum(list_of_stats)
-            return self.copy()
-        return NotImplemented
-
     @locked
     def copy(self) -> "DLRStats":
         """Deep copy (staged rows are folded in first)."""
@@ -498,8 +488,7 @@ class DLRStats(Locked):
     # ------------------------------------------------------------------ results
     def _require(self) -> Moments:
         self._sync()
-        if self._mom is None or self._mom.rows == 0:
-            raise DLRInputError("no samples: call update() before asking for results")
+        self._require_samples()
         self._mom.flush()
         return self._mom
 

@@ -567,7 +567,7 @@ def test_rejected_batch_with_sketched_cross_moments_leaves_state_unchanged():
 
 
 def test_empty_sketch_result_raises():
-    with pytest.raises(DLRInputError, match="no data"):
+    with pytest.raises(DLRInputError, match="no samples"):
         DLRSketch().result()
 
 
