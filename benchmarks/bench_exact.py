@@ -26,15 +26,14 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
 
-from pathlib import Path
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dlrcore, not an installed copy
-import dlrcore  # noqa: E402
+import dlrcore
 
 SIZES = {
     "tiny": (2_000, 64, 5),  # a smoke test of the script itself
@@ -170,7 +169,7 @@ def run_case(name: str, n: int, p: int, C: int, repeats: int, batch_rows: int) -
                 "reference": ref,
             }
         )
-    del z, x, f
+    z = x = f = None  # free the arrays before the next case (the closures above hold them)
     gc.collect()
     return rows
 

@@ -40,11 +40,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if (HERE.parent / "dlrcore" / "__init__.py").exists():
     sys.path.insert(0, str(HERE.parent))  # benchmark this checkout's dlrcore, not an installed copy
-import dlrcore  # noqa: E402
+import dlrcore
 
 sys.path.insert(0, str(HERE))
-from bench_exact import reference_dlr  # noqa: E402
-from bench_sketch import make_data  # noqa: E402
+from bench_exact import reference_dlr
+from bench_sketch import make_data
 
 SIZES = {
     "tiny": (3_000, 128, 10),
@@ -155,7 +155,7 @@ def run_case(xp: ModuleType, name: str, spectrum: str, repeats: int, reference_m
             "error_estimate": out["error_estimate"], "result_method": out["result_method"],
             "copy_to_device_s": copy_s,
         })
-    del xd, fd
+    xd = fd = None  # free the device arrays before the next case (the closures above hold them)
     if xp is not np:
         xp.get_default_memory_pool().free_all_blocks()
     return rows

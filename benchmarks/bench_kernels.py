@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from dlrcore import kernels  # noqa: E402
+from dlrcore import kernels
 
 SIZES = [(16384, 512), (16384, 2048), (8192, 4096)]
 
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"backend {info['backend']}, numba {info.get('numba')}, threads {info.get('numba_threads')}")
     for d in info["blas"]:
-        print(f"BLAS: {d.get('internal_api')} {d.get('version')} threads={d.get('num_threads')} {d.get('architecture')}")
+        print(f"BLAS: {d.get('internal_api')} {d.get('version')} threads={d.get('num_threads')} "
+              f"{d.get('architecture')}")
     print(f"compile: {json.dumps(info['compile'])}")
     print(f"load average start {info['loadavg_start']}, end {info['loadavg_end']}")
     print(f"{'case':<34}{'numpy s':>10}{'kernel s':>10}{'numpy GB/s':>12}{'kernel GB/s':>12}{'ratio':>8}")

@@ -124,7 +124,7 @@ def write_npy(path: Path, n: int, cols: int, make, block: int = 65536) -> None:
             "shape": (n, cols),
         }
         np.lib.format.write_array_header_2_0(fh, header)
-        for start in range(0, n, block):  # noqa: FURB122 (blocks are made one at a time)
+        for start in range(0, n, block):
             fh.write(np.ascontiguousarray(make(start, min(start + block, n)), dtype=np.float32).tobytes())
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dlrcore, not an installed copy
-import dlrcore  # noqa: E402
-from dlrcore.exact import FEATURE_RANK_MAX_P, _eigen_rank, dlr_from_moments, output_span  # noqa: E402
+import dlrcore
+from dlrcore.exact import FEATURE_RANK_MAX_P, _eigen_rank, dlr_from_moments, output_span
 
 SIZES = {
     "tiny": (2_000, 64, 5),  # a smoke test of the script itself

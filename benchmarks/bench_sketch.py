@@ -62,10 +62,10 @@ import scipy.linalg
 HERE = Path(__file__).resolve().parent
 if (HERE.parent / "dlrcore" / "__init__.py").exists():
     sys.path.insert(0, str(HERE.parent))  # benchmark this checkout's dlrcore, not an installed copy
-import dlrcore  # noqa: E402
+import dlrcore
 
 sys.path.insert(0, str(HERE))
-from bench_exact import blas_info, reference_dlr  # noqa: E402
+from bench_exact import blas_info, reference_dlr
 
 # name: (n, p, C, library ranks k, dlrcore randomized (rank, oversample, power_iters, probes), sketch (rank, probes))
 SIZES: dict[str, dict] = {
@@ -195,7 +195,7 @@ def sklearn_dlr(x: np.ndarray, f: np.ndarray, k: int, seed: int) -> dict:
 def fbpca_dlr(x: np.ndarray, f: np.ndarray, k: int, seed: int) -> dict:
     import fbpca
 
-    np.random.seed(seed)  # fbpca draws from NumPy's global generator
+    np.random.seed(seed)  # noqa: NPY002 - fbpca draws from NumPy's global generator
     xc = centered(x)
     u, s, _ = fbpca.pca(xc, k=k, raw=True)  # defaults: l = k + 2, n_iter = 2 (LU-normalized)
     del xc

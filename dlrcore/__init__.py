@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulate import exact_arrays
-from .exact import CENTER_LOGITS, check_output_kernel
 from .backend import is_numpy, prepare
+from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import DLRInputError
 from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init
 from .result import Baseline, DLRResult

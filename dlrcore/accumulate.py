@@ -116,7 +116,9 @@ class Accumulator:
         ex, ef, fx, ff = self.exp_x, self.exp_f, self.fixed_x, self.fixed_f
         looked = False
         while True:
-            bad, parts, sqx, sqf = None, None, math.nan, math.nan
+            bad: str | None = None
+            parts: tuple = ()
+            sqx = sqf = math.nan
             with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught by the finiteness checks
                 try:
                     parts, sqx, sqf = self._batch(scale_array(x, ex, xp), scale_array(f, ef, xp), scratch)
@@ -236,7 +238,7 @@ class Accumulator:
         self._set_state(_rescaled(xp, self._moments(), tx - self.exp_x, tf - self.exp_f))
         self.exp_x, self.exp_f = tx, tf
         self.fixed_x, self.fixed_f = self.fixed_x or fx, self.fixed_f or ff
-        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = _rescaled(xp, moments, tx - ex, tf - ef)
+        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = _rescaled(xp, tuple(moments), tx - ex, tf - ef)
         n = self.n + nb
         w = self.n * nb / n
         d = mean_b - self.mean_x

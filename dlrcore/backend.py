@@ -38,7 +38,9 @@ def namespace(*arrays: Any) -> ModuleType:
             return np
         spaces = {a.__array_namespace__() for a in arrays if hasattr(a, "__array_namespace__")}
         if len(spaces) != 1:
-            raise TypeError("arrays from different libraries, or without an array API namespace, were mixed")
+            raise TypeError(
+                "arrays from different libraries, or without an array API namespace, were mixed"
+            ) from None
         return spaces.pop()
     return array_api_compat.array_namespace(*arrays)
 

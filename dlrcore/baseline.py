@@ -9,6 +9,8 @@ feature moments: for ``F = Phi W^T``, ``Fc^T Fc = W Mpp W^T``, ``Fc^T Phic = W M
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .exact import CENTER_LOGITS, check_center_logits, dlr_from_moments, dlr_from_weight_moments
@@ -71,12 +73,12 @@ def random_readout_baseline(
         raise ValueError(f"C must be a positive integer, got {C!r}")
     p = m_pp.shape[0]
     rng = np.random.default_rng([int(seed), 0x5EED])
-    common = dict(rtol=None, data_eps=_EPS64, feature_rel_tol=100.0 * _EPS64, precision="float64",
+    common: dict[str, Any] = dict(rtol=None, data_eps=_EPS64, feature_rel_tol=100.0 * _EPS64, precision="float64",
                   center_logits=center_logits, work_eps=_EPS64)
     span, half = [], []
     for _ in range(int(draws)):
         w = rng.standard_normal((int(C), p))
-        if C <= p:
+        if p >= C:
             wm = w @ m_pp
             res = dlr_from_moments(n=n, m_pp=m_pp, m_fp=wm, m_ff=wm @ w.T, mean_f=w @ mean_phi, **common)
         else:

@@ -49,7 +49,7 @@ __all__ = [
 
 MAGIC = "dlrcore-checkpoint"
 FORMAT_VERSION = 1
-_KINDS = {"DLRStats": DLRStats, "DLRSketch": DLRSketch}
+_KINDS: dict[str, type[DLRStats] | type[DLRSketch]] = {"DLRStats": DLRStats, "DLRSketch": DLRSketch}
 
 
 @dataclass

@@ -112,9 +112,12 @@ def _kernel(args: argparse.Namespace) -> dict:
 
 def _compute(args: argparse.Namespace) -> int:
     stats = _accumulate(args, "dlr compute")
-    if args.baseline and not isinstance(stats, DLRStats):
-        raise DLRInputError("--baseline needs exact statistics (the feature moments); a sketch keeps only G Omega")
-    res = stats.result(baseline=True, **_kernel(args)) if args.baseline else stats.result(**_kernel(args))
+    if args.baseline:
+        if not isinstance(stats, DLRStats):
+            raise DLRInputError("--baseline needs exact statistics (the feature moments); a sketch keeps only G Omega")
+        res = stats.result(baseline=True, **_kernel(args))
+    else:
+        res = stats.result(**_kernel(args))
     nc1 = stats.nc1() if isinstance(stats, DLRStats) and stats.label_kind == "classes" else None
     no_nc1 = None
     if args.labels and nc1 is None:

@@ -176,7 +176,7 @@ def _check_split(split_every: int) -> int:
 def _as_dask(a: Any, name: str, row_chunks: tuple[int, ...] | None, ndims: tuple[int, ...]) -> da.Array:
     """Check a dask (or, for outputs and labels, NumPy) argument and give it the features' row chunks."""
     if isinstance(a, np.ndarray) and row_chunks is not None and a.ndim in ndims and a.shape[0] == sum(row_chunks):
-        a = da.from_array(a, chunks=(row_chunks,) + tuple(-1 for _ in a.shape[1:]))
+        a = da.from_array(a, chunks=(row_chunks, *tuple(-1 for _ in a.shape[1:])))
     elif isinstance(a, np.ndarray) and row_chunks is not None:
         a = da.from_array(a, chunks=a.shape or -1)  # one block: only for the checks and messages below
     if not isinstance(a, da.Array):
@@ -194,7 +194,7 @@ def _as_dask(a: Any, name: str, row_chunks: tuple[int, ...] | None, ndims: tuple
     n = sum(row_chunks)
     if a.shape[0] != n:
         raise DLRInputError(f"{name}: {a.shape[0]} rows but features have {n} (row counts must match)")
-    want = (tuple(row_chunks),) + tuple((s,) for s in a.shape[1:])
+    want = (tuple(row_chunks), *tuple((s,) for s in a.shape[1:]))
     return a if a.chunks == want else a.rechunk(want)
 
 

@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import sys
 import time
@@ -37,11 +38,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "DemoConfig",
-    "DemoReport",
     "MLP",
     "NORMAL_CONFIG",
     "QUICK_CONFIG",
+    "DemoConfig",
+    "DemoReport",
     "RunRecord",
     "init_mlp",
     "make_task",
@@ -256,7 +257,7 @@ def init_mlp(sizes: list[int], seed: int, *, output_scale: float = 1.0) -> MLP:
         raise ValueError(f"sizes needs an input and an output width, got {sizes}")
     rng = np.random.default_rng(seed)
     weights, biases = [], []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         weights.append(rng.standard_normal((fan_out, fan_in)) * math.sqrt(2.0 / fan_in))
         biases.append(np.zeros(fan_out))
     return MLP(weights, biases, float(output_scale))

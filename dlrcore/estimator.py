@@ -30,6 +30,21 @@ class Estimator(Locked):
     batch), ``merge``, ``copy`` and ``_repr_extra`` (further ``key=value`` pairs for ``repr``).
     """
 
+    @property
+    def n(self) -> int:  # pragma: no cover - every subclass defines it
+        """Samples accumulated."""
+        raise NotImplementedError
+
+    @property
+    def p(self) -> int | None:  # pragma: no cover - every subclass defines it
+        """Width of the first column block (the features), None before the first batch."""
+        raise NotImplementedError
+
+    @property
+    def C(self) -> int | None:  # pragma: no cover - every subclass defines it
+        """Width of the second column block (the outputs), None before the first batch."""
+        raise NotImplementedError
+
     def merge(self: E, other: E) -> E:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 

@@ -445,7 +445,7 @@ def _features_in_outputs(span: OutputSpan, m_fp: np.ndarray, m_pp: np.ndarray, u
     """Whether the outputs are wider than the features and their centered span holds all of the centered features
     (``||P_Fc Phic||_F^2 = tr(Fc^T Phic)^T (Fc^T Fc)^+ (Fc^T Phic)`` within 1e-6 of ``tr(Phic^T Phic)``)."""
     C, p = m_fp.shape
-    if C <= p:
+    if p >= C:
         return False
     lc, vc = span.centered_ev, span.centered_vecs
     keep = lc > 1e-12 * lc[0] if lc.size and lc[0] > 0 else np.zeros(lc.shape, bool)
@@ -500,7 +500,7 @@ def _kernel_warnings(
             f"directions; {how}. For cross-entropy logits read D_half (output_kernel='sqrt'); see "
             "docs/output-kernel.md"
         )
-    if (output_kernel == "sqrt" or recommends_half) and C > WIDE_OUTPUT_RATIO * max(feature_rank, 1):
+    if (output_kernel == "sqrt" or recommends_half) and WIDE_OUTPUT_RATIO * max(feature_rank, 1) < C:
         out.append(
             f"wide outputs: C = {C} against {feature_rank} feature directions; D_half reads low for any readout "
             "this wide, untrained ones included. Compare it with the random-readout baseline "

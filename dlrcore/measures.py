@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .concurrency import locked, locked_pair
+from .estimator import Estimator
 from .inputs import (
     PRECISIONS,
     DLRInputError,
@@ -30,8 +32,6 @@ from .inputs import (
     rejected_batch,
     work_dtype_for,
 )
-from .concurrency import locked, locked_pair
-from .estimator import Estimator
 from .moments import BadSegment, Moments
 from .storage import (
     array_field,
@@ -131,7 +131,7 @@ class CKAStats(Estimator):
         return f"precision={self.precision}"
 
     @locked
-    def update(self, x: Any, y: Any) -> "CKAStats":
+    def update(self, x: Any, y: Any) -> CKAStats:
         """Add a batch: ``x`` (n_b x p_x) and ``y`` (n_b x p_y) are two representations of the same samples.
 
         Raises
@@ -161,7 +161,7 @@ class CKAStats(Estimator):
         self._mom = mom
         return self
 
-    def merge(self, other: "CKAStats") -> "CKAStats":
+    def merge(self, other: CKAStats) -> CKAStats:
         """Add ``other``'s samples in place and return ``self``."""
         if not isinstance(other, CKAStats):
             raise TypeError(f"can only merge CKAStats, got {type(other).__name__}")
@@ -179,7 +179,7 @@ class CKAStats(Estimator):
             return self
 
     @locked
-    def copy(self) -> "CKAStats":
+    def copy(self) -> CKAStats:
         """Deep copy."""
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
@@ -217,7 +217,7 @@ class CKAStats(Estimator):
         return atomic_savez(path, _CKA_MAGIC, _CKA_VERSION, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "CKAStats":
+    def load(cls, path: str | os.PathLike[str]) -> CKAStats:
         """Read statistics written by :meth:`save`, validating every field."""
         data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
         precision = str_field(data, "precision", path, PRECISIONS) if "precision" in data else "auto"
@@ -324,7 +324,7 @@ def nc1_from_moments(
         raise DLRInputError(f"NC1 needs samples of at least 2 classes, got {c}")
     dev = m_yp[present] / counts[present, None]  # (c, p): mu_c - mu
     sigma_w = m_pp / n - (dev.T * (counts[present] / n)) @ dev
-    u, sv, vt = scipy.linalg.svd(dev, full_matrices=False, check_finite=False)
+    _u, sv, vt = scipy.linalg.svd(dev, full_matrices=False, check_finite=False)
     keep = sv > rtol * sv[0] if sv.size and sv[0] > 0 else np.zeros(sv.shape, dtype=bool)
     # sum_c n_c (mu_c - mu) = 0: the deviations span at most c - 1 directions; a c-th singular value is rounding
     keep[c - 1 :] = False

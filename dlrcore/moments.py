@@ -472,7 +472,7 @@ class Moments:
         self.n = n
 
     # ------------------------------------------------------------------ merge, copy, access
-    def merge(self, other: "Moments") -> None:
+    def merge(self, other: Moments) -> None:
         """Add ``other``'s samples (both are flushed first). Widths must match."""
         if other.widths != self.widths:
             raise ValueError(f"cannot merge moments of block widths {self.widths} and {other.widths}")
@@ -495,7 +495,7 @@ class Moments:
         self._merge(other.n, mean_o, m_o)
         self.fixed |= other.fixed
 
-    def copy(self) -> "Moments":
+    def copy(self) -> Moments:
         """Deep copy of the state (staged rows are folded in first)."""
         self.flush()
         out = Moments(self.widths, work=self.work, exact_block=self.exact_block, chunk_bytes=self.chunk_bytes)

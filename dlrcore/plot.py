@@ -36,7 +36,7 @@ NO_QUALITY_NOTE = "no quality curve:\npass labels= to dlrcore.spectrum\nor DLRSt
 K_EQUALS_C_GID = "dlrcore-k=C"
 
 
-def _new_figure(figsize: tuple[float, float]) -> "Figure":
+def _new_figure(figsize: tuple[float, float]) -> Figure:
     """A headless Figure with an Agg canvas, importing matplotlib lazily."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,7 +48,7 @@ def _new_figure(figsize: tuple[float, float]) -> "Figure":
     return fig
 
 
-def _save(fig: "Figure", path: str | os.PathLike[str] | None) -> None:
+def _save(fig: Figure, path: str | os.PathLike[str] | None) -> None:
     if path is None:
         return
     path = os.fspath(path)
@@ -138,7 +138,7 @@ def spectrum(
     *,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
-) -> "Figure":
+) -> Figure:
     """The paper's three-panel eigen-visualisation of one or several spectra.
 
     Panels, each against the mode index k on a log x axis: the relative eigenvalue ``rho_k / rho_1`` (log y),
@@ -256,7 +256,7 @@ def spectrum(
             va="bottom", fontsize="small", color="0.3", gid="dlrcore-no-quality",
         )
 
-    for j, c in enumerate(sorted({s.C for s in items if 1 <= s.C <= k_max})):
+    for c in sorted({s.C for s in items if 1 <= s.C <= k_max}):
         for ax in (ax_eig, ax_util, ax_qual):
             ax.axvline(
                 c, color="0.35", linestyle=":", linewidth=1.3, gid=K_EQUALS_C_GID,
@@ -297,7 +297,7 @@ def _series(records: list[Mapping[str, Any]], xs: list[float], key: str) -> tupl
     return np.asarray(px, dtype=np.float64)[order], np.asarray(py, dtype=np.float64)[order]
 
 
-def _unit_ylim(ax: "Axes", values: Iterable[np.ndarray]) -> None:
+def _unit_ylim(ax: Axes, values: Iterable[np.ndarray]) -> None:
     """Fix the y range to [0, 1] (with a margin) when every value lies there, so curves stay comparable."""
     vals = [v for v in values if v.size]
     if vals and all(float(v.min()) >= 0.0 and float(v.max()) <= 1.0 for v in vals):
@@ -314,7 +314,7 @@ def trajectory(
     title: str | None = None,
     logx: bool = False,
     figsize: tuple[float, float] | None = None,
-) -> "Figure":
+) -> Figure:
     """D_LR over training, with optional accuracy curves on a twin y axis (the paper's grokking figure).
 
     Parameters
@@ -369,7 +369,7 @@ def trajectory(
     >>> [line.get_label() for ax in fig.axes for line in ax.get_lines()]
     ['D_LR', 'test_acc']
     """
-    if isinstance(records, Mapping) or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
+    if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Iterable):
         raise TypeError(
             f"records must be a list of dicts such as {{'step': 100, 'dlr': 0.4}}, got {type(records).__name__}"
         )

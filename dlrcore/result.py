@@ -58,7 +58,7 @@ class Baseline:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Baseline":
+    def from_dict(cls, d: dict[str, Any]) -> Baseline:
         """Rebuild from :meth:`to_dict`."""
         return cls(**d)
 
@@ -146,7 +146,7 @@ class DLRResult:
     logits_centered: bool = False
     baseline: Baseline | None = None
 
-    def with_baseline(self, baseline: Baseline) -> "DLRResult":
+    def with_baseline(self, baseline: Baseline) -> DLRResult:
         """The same result carrying ``baseline``."""
         return replace(self, baseline=baseline)
 
@@ -167,7 +167,7 @@ class DLRResult:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DLRResult":
+    def from_dict(cls, d: dict[str, Any]) -> DLRResult:
         """Rebuild a result from :meth:`to_dict` output (for example read back from JSON)."""
         d = dict(d)
         d["warnings"] = tuple(d.get("warnings", ()))

@@ -104,7 +104,7 @@ class Spectrum:
         """Mode indices 1..k (the x axis of the figure)."""
         return np.arange(1, self.k + 1)
 
-    def with_name(self, name: str) -> "Spectrum":
+    def with_name(self, name: str) -> Spectrum:
         """The same spectrum under another legend label."""
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         d["name"] = name
@@ -123,7 +123,7 @@ class Spectrum:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Spectrum":
+    def from_dict(cls, d: dict[str, Any]) -> Spectrum:
         """Rebuild from :meth:`to_dict`."""
         d = dict(d)
         d.setdefault("dlr_span", d.get("dlr", math.nan))  # saved before D_half existed: dlr was the literal value
@@ -302,13 +302,13 @@ def spectrum_from_moments(
     else:
         proj = m_fp @ v
         inc_f = np.where(live, np.einsum("ij,ij->j", proj, proj) / safe, 0.0)
-        total_f = float(trace_ff)
+        total_f = float(trace_ff or 0.0)
     util = _cumulative_share(inc_f, total_f)
     quality = None
     if m_yp is not None:
         proj = m_yp @ v
         inc_y = np.where(live, np.einsum("ij,ij->j", proj, proj) / safe, 0.0)
-        quality = _cumulative_share(inc_y, float(trace_yy))[:k]
+        quality = _cumulative_share(inc_y, float(trace_yy or 0.0))[:k]
     if bound is None:
         sum_rho, sum_sq = float(rho.sum()), float((rho**2).sum())
     else:  # the whole spectrum's sums from the moments themselves

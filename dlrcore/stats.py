@@ -24,23 +24,24 @@ from .concurrency import locked, locked_pair
 from .estimator import Estimator
 from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
+    CLASS_ID_OUTPUTS,
     FLOAT32_MIN_WIDTH,
     PRECISIONS,
     DLRInputError,
     _from_framework,
-    CLASS_ID_OUTPUTS,
     as_matrix,
     check_finite,
     looks_like_class_ids,
     rejected_batch,
     work_dtype_for,
 )
-from .moments import BadSegment, Moments, symmetric
 from .measures import NC1Result, nc1_from_moments
+from .moments import BadSegment, Moments, symmetric
 from .result import Baseline, DLRResult
 from .scaling import max_abs, new_exponent, out_of_window, scale_array
 from .spectral import Spectrum, in_data_units, spectrum_from_moments
 from .storage import (
+    SCALE_EXPONENT_LIMIT,
     array_field,
     atomic_savez,
     bool_field,
@@ -48,13 +49,12 @@ from .storage import (
     float_field,
     int_array_field,
     int_field,
-    SCALE_EXPONENT_LIMIT,
     read_npz,
     scale_exponents_field,
     str_field,
 )
 
-__all__ = ["DLRStats", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "DLRStats"]
 
 #: Version of the ``.npz`` statistics format written by :meth:`DLRStats.save`.
 FORMAT_VERSION = 1
@@ -248,7 +248,7 @@ class DLRStats(Estimator):
         return y, "targets"
 
     @locked
-    def update(self, features: Any, outputs: Any = None, labels: Any = None) -> "DLRStats":
+    def update(self, features: Any, outputs: Any = None, labels: Any = None) -> DLRStats:
         """Add a batch of samples.
 
         Parameters
@@ -342,7 +342,7 @@ class DLRStats(Estimator):
         self._class_id_outputs = self._class_id_outputs or (f is not None and looks_like_class_ids(outputs))
         return self
 
-    def _update_device(self, features: Any, outputs: Any, labels: Any) -> "DLRStats":
+    def _update_device(self, features: Any, outputs: Any, labels: Any) -> DLRStats:
         """Accumulate a batch of device arrays (CuPy, array-API) on their device; see :meth:`update`.
 
         The products and float64 accumulators stay on the device (an :class:`~dlrcore.accumulate.Accumulator`
@@ -435,7 +435,7 @@ class DLRStats(Estimator):
             return super().__getstate__()
 
     # ------------------------------------------------------------------ merge
-    def _compat(self, other: "DLRStats") -> None:
+    def _compat(self, other: DLRStats) -> None:
         if not isinstance(other, DLRStats):
             raise TypeError(f"can only merge DLRStats, got {type(other).__name__}")
         if self._weights != other._weights:
@@ -445,15 +445,14 @@ class DLRStats(Estimator):
             if a is not None and b is not None and a != b:
                 label = {"_p": "feature width p", "_C": "output width C", "_cy": "label width"}[name]
                 raise DLRInputError(f"cannot merge statistics of different {label}: {a} vs {b}")
-        if self._label_kind and other._label_kind and self._label_kind != other._label_kind:
-            if other.n and self.n:
-                raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
+        if self._label_kind and other._label_kind and self._label_kind != other._label_kind and other.n and self.n:
+            raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
         if self._weights and not (
             _same(self._wtw, other._wtw) and _same(self._wtb, other._wtb) and self._wb_exp == other._wb_exp
         ):
             raise DLRInputError("cannot merge statistics built with different weight or bias")
 
-    def merge(self, other: "DLRStats") -> "DLRStats":
+    def merge(self, other: DLRStats) -> DLRStats:
         """Add the samples of ``other`` to ``self`` (in place) and return ``self``.
 
         The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows.
@@ -475,7 +474,7 @@ class DLRStats(Estimator):
             return self
 
     @locked
-    def copy(self) -> "DLRStats":
+    def copy(self) -> DLRStats:
         """Deep copy (staged rows are folded in first)."""
         self._sync()
         out = copy.copy(self)
@@ -728,7 +727,7 @@ class DLRStats(Estimator):
         mo = self._require()
         res = self.result(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
         has_y = bool(self._cy)
-        diag_sum = lambda i: float(np.trace(mo.block(i, i, upper=True)))  # noqa: E731
+        diag_sum = lambda i: float(np.trace(mo.block(i, i, upper=True)))
         common = dict(
             n=mo.n,
             m_pp=mo.block(0, 0),
@@ -798,7 +797,7 @@ class DLRStats(Estimator):
         return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "DLRStats":
+    def load(cls, path: str | os.PathLike[str]) -> DLRStats:
         """Read statistics written by :meth:`save`.
 
         Raises

@@ -172,7 +172,8 @@ def scale_exponents_field(data: dict[str, np.ndarray], path: Any, blocks: int) -
     existed, whose moments are unscaled."""
     if "scale_exponents" not in data:
         return None
-    return int_array_field(data, "scale_exponents", path, blocks, least=-SCALE_EXPONENT_LIMIT, most=SCALE_EXPONENT_LIMIT)
+    lim = SCALE_EXPONENT_LIMIT
+    return int_array_field(data, "scale_exponents", path, blocks, least=-lim, most=lim)
 
 
 def float_field(

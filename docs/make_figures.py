@@ -68,7 +68,7 @@ def measure(name: str, net: MLP, start: MLP, x: np.ndarray, y: np.ndarray, num_c
 
 def markdown_table(rows: list[dict]) -> str:
     cols = list(rows[0])
-    fmt = lambda v: v if isinstance(v, str) else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: v if isinstance(v, str) else f"{v:.3f}"
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import linen as nn  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
 
-import dlrcore.plot  # noqa: E402
-from dlrcore.adapters.jax import collect  # noqa: E402
-from dlrcore.demo import make_task  # noqa: E402
+import dlrcore.plot
+from dlrcore.adapters.jax import collect
+from dlrcore.demo import make_task
 
 
 class MLP(nn.Module):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import dlrcore.plot  # noqa: E402
-from dlrcore.adapters.keras import DLRKerasCallback, collect  # noqa: E402
-from dlrcore.demo import make_task  # noqa: E402
+import dlrcore.plot
+from dlrcore.adapters.keras import DLRKerasCallback, collect
+from dlrcore.demo import make_task
 
 
 def main(argv: list[str] | None = None) -> int:

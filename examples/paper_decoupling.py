@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             per_seed.append(rows)
             if i == 0:
                 for inputs in ("leaked", "clean"):
-                    name = f"decoupling_spectrum_{inputs}.png" if loss == "mse" else f"decoupling_spectrum_{inputs}_ce.png"
+                    suffix = "" if loss == "mse" else "_ce"
+                    name = f"decoupling_spectrum_{inputs}{suffix}.png"
                     if loss == "mse" or inputs == "leaked":
                         dlrcore.plot.spectrum(
                             spectra[inputs], out / name, figsize=(11, 3.6),

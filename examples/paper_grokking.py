@@ -1,12 +1,12 @@
 """Paper reproduction, grokking: D_LR falls when modular addition is grokked (Nam et al., ICLR 2026, Sec. 5).
 
 An MLP with two hidden layers learns ``(a + b) mod P`` from a fraction of all ``P * P`` pairs, full batch,
-AdamW with strong weight decay. It first memorises the training pairs (train accuracy 1, test accuracy near chance) and much
-later generalises (test accuracy jumps: grokking). Every few steps the script records train and test accuracy and
-D_LR of the held-out pairs, measured with :class:`dlrcore.adapters.torch.Tracker` (features: the last hidden
-layer, the input of the last ``nn.Linear``; outputs: that layer's P outputs), and D_LR of the training pairs. It detects the step of the accuracy jump
-and of the D_LR fall and draws the paper's three-panel spectrum for checkpoints at initialisation, at
-memorisation and after grokking.
+AdamW with strong weight decay. It first memorises the training pairs (train accuracy 1, test accuracy near chance)
+and much later generalises (test accuracy jumps: grokking). Every few steps the script records train and test
+accuracy and D_LR of the held-out pairs, measured with :class:`dlrcore.adapters.torch.Tracker` (features: the last
+hidden layer, the input of the last ``nn.Linear``; outputs: that layer's P outputs), and D_LR of the training pairs.
+It detects the step of the accuracy jump and of the D_LR fall and draws the paper's three-panel spectrum for
+checkpoints at initialisation, at memorisation and after grokking.
 
 Two losses are trained from the same initialisation and data split:
 

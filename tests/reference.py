@@ -21,10 +21,10 @@ __all__ = [
     "RefResult",
     "centering",
     "output_projection",
-    "ref_dlr",
-    "ref_dlr_from_weights",
     "participation_ratio_dlr",
     "ref_dhalf",
+    "ref_dlr",
+    "ref_dlr_from_weights",
     "simplex_problem",
 ]
 

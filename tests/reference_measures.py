@@ -23,13 +23,13 @@ import numpy as np
 
 __all__ = [
     "RefSpectrum",
-    "ref_spectrum",
+    "onehot",
+    "ref_cka",
     "ref_effective_rank",
+    "ref_nc1",
     "ref_participation_ratio",
     "ref_r2",
-    "ref_cka",
-    "ref_nc1",
-    "onehot",
+    "ref_spectrum",
 ]
 
 #: Relative singular-value tolerance of Phic below which a mode counts as numerically zero (no u_k defined).
@@ -116,7 +116,7 @@ def ref_spectrum(Phi, F, Y=None, sv_rtol: float = SV_RTOL) -> RefSpectrum:
     """
     Phi = _as2d(Phi, "Phi")
     F = _as2d(F, "F")
-    n, p = Phi.shape
+    n, _p = Phi.shape
     H = centering(n)
     Phic = H @ Phi
     Fc = H @ F

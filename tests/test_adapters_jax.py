@@ -76,7 +76,7 @@ def hand(model, variables, xs):
 
 
 def test_matches_hand_extracted(setup):
-    model, variables, xs, ys = setup
+    model, variables, xs, _ys = setup
     stats = dj.collect(model.apply, variables, xs, progress=False)
     feats, outs = hand(model, variables, xs)
     assert (stats.n, stats.p, stats.C) == (103, 16, 4)

@@ -56,7 +56,7 @@ def _data(n: int, seed: int, bs: int = 16) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=bs)
 
 
-def _trainer(tmp_path, callbacks, **kw) -> "pl.Trainer":
+def _trainer(tmp_path, callbacks, **kw) -> pl.Trainer:
     return pl.Trainer(
         max_steps=kw.pop("max_steps", 7),
         accelerator="cpu",

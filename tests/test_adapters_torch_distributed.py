@@ -127,7 +127,7 @@ def _single(mode: str) -> DLRStats:
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("mode", ["outputs", "labels", "weights"])
 def test_every_rank_gets_the_single_process_result(gathered, case, mode):
-    phi, out, lab, w, b = dataset()
+    phi, out, _lab, w, b = dataset()
     want = dlrcore.dlr_from_weights(phi, w, b).value if mode == "weights" else dlrcore.dlr(phi, out).value
     ref = _single(mode)
     ref._mom.flush()

@@ -133,7 +133,7 @@ def interrupted(monkeypatch, after_batches):
 
 @pytest.mark.parametrize("every", [1, 3])
 def test_checkpoint_every_n_batches_and_resume_in_process(data, monkeypatch, every):
-    d, phi, out = data
+    d, _phi, _out = data
     ck = d / "ck"  # .npz appended
     kw = dict(batch_rows=1000, checkpoint=ck, checkpoint_every=every)
     ref = accumulate_files(d / "phi.npy", d / "out.npy", batch_rows=1000)

@@ -52,7 +52,8 @@ def test_compute_reads_safetensors(files, capsys):
     st = pytest.importorskip("safetensors.numpy")
     d, phi, out = files
     st.save_file({"phi": phi, "out": out}, str(d / "t.safetensors"))
-    got = run_json(["compute", f"{d}/t.safetensors:phi", f"{d}/t.safetensors:out", "--json", "--batch-size", "100"], capsys)
+    args = ["compute", f"{d}/t.safetensors:phi", f"{d}/t.safetensors:out", "--json", "--batch-size", "100"]
+    got = run_json(args, capsys)
     assert got["value"] == pytest.approx(dlrcore.dlr(phi, out).value, abs=1e-6)
 
 

@@ -16,7 +16,6 @@ import dlrcore
 from dlrcore.backend import is_device_input
 
 
-
 @pytest.fixture
 def xs():
     """array_api_strict (only the standard's operations, on the CPU); a fixture, so that the CuPy class below

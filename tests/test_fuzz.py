@@ -69,7 +69,7 @@ DECADES = {8: 300, 4: 30, 2: 3}  # largest |decimal exponent| that keeps N(0, 1)
 def _make(rng: np.random.Generator, a: np.ndarray, dtype: np.dtype, decade: int) -> np.ndarray:
     """``a`` in ``dtype``: floats scaled by 10**decade (within the dtype's range), integers rounded, booleans
     thresholded."""
-    if dtype == bool:
+    if dtype is np.dtype(bool):
         return a > 0
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
@@ -186,7 +186,8 @@ def _saved_files(tmp_path):
     files = {
         "stats": (dlrcore.DLRStats().update(x, f, labels=labels).save(tmp_path / "s.npz"), dlrcore.DLRStats.load),
         "weights": (
-            dlrcore.DLRStats(weight=rng.normal(size=(3, 5)), bias=rng.normal(size=3)).update(x).save(tmp_path / "w.npz"),
+            dlrcore.DLRStats(weight=rng.normal(size=(3, 5)), bias=rng.normal(size=3)).update(x).save(
+                tmp_path / "w.npz"),
             dlrcore.DLRStats.load,
         ),
         "sketch": (dlrcore.DLRSketch(rank=4).update(x, f).save(tmp_path / "k.npz"), dlrcore.DLRSketch.load),

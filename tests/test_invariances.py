@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import dlrcore  # noqa: E402
-from reference import ref_dlr  # noqa: E402
+from reference import ref_dlr
+
+import dlrcore
 
 REL64 = 1e-9
 REL_STREAM64 = 1e-10
@@ -150,7 +151,7 @@ def test_output_gains_columns_in_its_span(prob, extra, log_scale):
     r1 = dlrcore.dlr(Phi, F2, rtol=SPAN_RTOL)
     assert r0.output_rank == C
     assert_same(r0, r1, what="[F, F B]")
-    assert r1.C == C + extra
+    assert C + extra == r1.C
     assert abs(r0.constant_share - r1.constant_share) < 1e-9
 
 
@@ -257,7 +258,7 @@ def test_streaming_equals_one_shot(prob, n_batches, n_stats, mode):
     one = dlrcore.dlr(Phi, F, precision=precision)
     acc = _stream(rng, Phi, F, n_batches, n_stats, lambda: dlrcore.DLRStats(precision=precision))
     res = acc.result()
-    assert (acc.n, acc.p, acc.C) == Phi.shape + (F.shape[1],)
+    assert (acc.n, acc.p, acc.C) == (*Phi.shape, F.shape[1])
     assert res.precision == one.precision
     if precision == "float32":
         assert res.precision == "float32"

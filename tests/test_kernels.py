@@ -226,7 +226,7 @@ def test_backend_reporting_and_env_switch():
     except ImportError:
         has_numba = False
     expected = "numba" if has_numba and os.environ.get("DLRCORE_DISABLE_NUMBA", "") != "1" else "numpy"
-    assert kernels.BACKEND == expected
+    assert expected == kernels.BACKEND
     code = "import dlrcore.kernels as k; print(k.backend())"
     env = dict(os.environ, DLRCORE_DISABLE_NUMBA="1")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import dlrcore  # noqa: E402
-from reference_measures import ref_cka, ref_nc1  # noqa: E402
+from reference_measures import ref_cka, ref_nc1
+
+import dlrcore
 
 TOL64 = 1e-8
 TOL32_CKA = 1e-5

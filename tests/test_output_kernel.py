@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import dlrcore  # noqa: E402
-from dlrcore.cli import main  # noqa: E402
-from reference import ref_dhalf, ref_dlr  # noqa: E402
+from reference import ref_dhalf, ref_dlr
+
+import dlrcore
+from dlrcore.cli import main
 
 REL = 1e-9
 FLOOR = 1e-12

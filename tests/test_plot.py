@@ -15,10 +15,11 @@ import pytest
 
 import dlrcore
 
-matplotlib = pytest.importorskip("matplotlib")
-import matplotlib.image  # noqa: E402
+pytest.importorskip("matplotlib")
+import matplotlib
+import matplotlib.image
 
-import dlrcore.plot as dplot  # noqa: E402
+import dlrcore.plot as dplot
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

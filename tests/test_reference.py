@@ -20,13 +20,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import dlrcore  # noqa: E402
-from reference import (  # noqa: E402
+from reference import (
     participation_ratio_dlr,
     ref_dlr,
     ref_dlr_from_weights,
     simplex_problem,
 )
+
+import dlrcore
 
 REL64 = 1e-9
 ABS32 = 1e-5
@@ -68,7 +69,7 @@ def test_reference_matches_an_independent_formula():
 
 
 def test_reference_simplex_is_zero_and_gaussian_is_not():
-    Phi, Y, F = simplex_problem(4, 20, dim=7, rng=np.random.default_rng(1))
+    Phi, _Y, F = simplex_problem(4, 20, dim=7, rng=np.random.default_rng(1))
     assert abs(ref_dlr(Phi, F).value) < 1e-12
     rng = np.random.default_rng(2)
     Phi = rng.normal(size=(100, 10))
@@ -196,7 +197,7 @@ SIMPLEX_CASES = [(2, 10, None), (3, 5, None), (4, 25, 10), (5, 40, 12), (10, 10,
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_simplex_neural_collapse_is_zero(C, per_class, dim, scale):
     """Spec: class-mean features on a simplex + least-squares one-hot outputs -> D_LR = 0 to 1e-12."""
-    Phi, Y, F = simplex_problem(C, per_class, dim, scale, rng=np.random.default_rng(C + per_class))
+    Phi, _Y, F = simplex_problem(C, per_class, dim, scale, rng=np.random.default_rng(C + per_class))
     ref = ref_dlr(Phi, F)
     res = dlrcore.dlr(Phi, F)
     assert abs(ref.value) < 1e-12
@@ -214,7 +215,7 @@ def test_simplex_output_noise_moves_dlr_little(C, per_class, dim, seed):
     The move must also be positive (0 is the minimum) and agree between library and reference.
     """
     rng = np.random.default_rng(100 + seed)
-    Phi, Y, F = simplex_problem(C, per_class, dim, rng=rng)
+    Phi, _Y, F = simplex_problem(C, per_class, dim, rng=rng)
     Fn = F + 1e-3 * rng.normal(size=F.shape)
     ref = ref_dlr(Phi, Fn)
     res = dlrcore.dlr(Phi, Fn)
@@ -313,7 +314,7 @@ def test_weights_corollary_participation_ratio(n, p, C, rank, centered, seed):
     Phi = _features(rng, n, p, rank, centered)
     W = rng.normal(size=(C, p))
     b = None if centered else rng.normal(size=C)
-    closed, pr, d = participation_ratio_dlr(Phi)
+    closed, _pr, d = participation_ratio_dlr(Phi)
     expected_d = min(rank if rank is not None else p, n - 1)
     assert d == expected_d
     ref = ref_dlr_from_weights(Phi, W, b)

@@ -60,7 +60,8 @@ def test_a_rejected_batch_leaves_no_row_behind(dtype, chunk_bytes):
     huge[19990] = np.finfo(dtype).max / 4  # one row whose squares overflow any product of the raw values
     st.update(x, huge)  # accepted: the outputs are scaled by a power of two (dlrcore.scaling)
     assert st.n == 21000
-    want = dlrcore.dlr(np.vstack([x0, x]).astype(np.float64), np.vstack([(x0 @ W).astype(dtype), huge]).astype(np.float64))
+    f64 = np.vstack([(x0 @ W).astype(dtype), huge]).astype(np.float64)
+    want = dlrcore.dlr(np.vstack([x0, x]).astype(np.float64), f64)
     tol = 1e-5 if dtype == np.float32 else 1e-10
     assert abs(st.result().value - want.value) <= tol
 
@@ -394,12 +395,12 @@ def test_cli_refuses_a_bogus_scheduler_and_a_bad_memory_budget_at_once(tmp_path,
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 4)))
     np.save(tmp_path / "f.npy", np.ones((50, 2)))
     args = ["compute", str(tmp_path / "x.npy"), str(tmp_path / "f.npy")]
-    assert main(args + ["--scheduler", "bogus"]) == 1
+    assert main([*args, "--scheduler", "bogus"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "neither a local Dask scheduler" in err[0]
     for bad in ("nan", "-1", "0"):
         with pytest.raises(SystemExit) as usage:
-            main(args + ["--method", "auto", "--max-memory", bad])
+            main([*args, "--method", "auto", "--max-memory", bad])
         assert usage.value.code == 2
     assert "finite positive number of bytes" in capsys.readouterr().err
 

@@ -659,11 +659,11 @@ def test_array_api_strict_bad_input():
 def _cupy_or_skip():
     try:
         import cupy
-    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA install raising anything at import
+    except Exception as exc:
         pytest.skip(f"cupy not importable: {exc}")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError without a driver, or other driver failures
+    except Exception as exc:
         pytest.skip(f"no CUDA device: {exc}")
     if count == 0:
         pytest.skip("no CUDA device")
@@ -729,8 +729,9 @@ def test_error_estimate_none_for_exact_and_str_of_sketch():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_output_span_with_rank_deficient_and_offset_outputs(method, offset, dtype):
     """The approximate methods may take the output span from diag(lc) + w w^T under a dominant offset
-    (exact._offset_svd with max_rel_err, when its error bound allows): the output rank and the constant share equal the exact path's (C = 9 outputs of rank 3,
-    4 with the offset's constant direction), and D_LR stays within the error estimate of the float64 reference."""
+    (exact._offset_svd with max_rel_err, when its error bound allows): the output rank and the constant share
+    equal the exact path's (C = 9 outputs of rank 3, 4 with the offset's constant direction), and D_LR stays within
+    the error estimate of the float64 reference."""
     rng = np.random.default_rng(5)
     n, p = 2000, 40
     phi = rng.normal(size=(n, p)) * (1.0 / np.sqrt(np.arange(1, p + 1)))

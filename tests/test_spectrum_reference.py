@@ -28,9 +28,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import dlrcore  # noqa: E402
-from reference import ref_dlr  # noqa: E402
-from reference_measures import onehot, ref_r2, ref_spectrum  # noqa: E402
+from reference import ref_dlr
+from reference_measures import onehot, ref_r2, ref_spectrum
+
+import dlrcore
 
 TOL64 = 1e-8
 TOL32_CURVE = 2e-5

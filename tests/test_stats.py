@@ -167,7 +167,8 @@ def test_float32_products_take_values_beyond_their_range(rng):
         assert st.result().value == pytest.approx(want, rel=1e-5)
     # float64 products take the same values without trouble (D_LR is scale invariant in the features)
     big = DLRStats(precision="float64").update(phi * np.float32(1e18), out).result().value
-    assert big == pytest.approx(dlrcore.dlr(phi, out, precision="float64").value, rel=1e-6)  # phi * 1e18 rounds in float32
+    # phi * 1e18 rounds in float32
+    assert big == pytest.approx(dlrcore.dlr(phi, out, precision="float64").value, rel=1e-6)
 
 
 def test_width_changes_between_batches_are_rejected(rng):
@@ -403,7 +404,8 @@ def test_distribution_shift_between_batches_keeps_float32_accuracy(rng):
     st = DLRStats(precision="float32").update(phi32[:2], out32[:2]).update(phi32[2:], out32[2:])
     x = phi32.astype(np.float64)
     xc = x - x.mean(axis=0)
-    np.testing.assert_allclose(st.moments()["features_features"], xc.T @ xc, rtol=1e-5, atol=1e-5 * np.abs(xc.T @ xc).max())
+    gram = xc.T @ xc
+    np.testing.assert_allclose(st.moments()["features_features"], gram, rtol=1e-5, atol=1e-5 * np.abs(gram).max())
 
 
 def test_rtol_below_the_gram_resolution_is_raised_with_a_warning(rng):

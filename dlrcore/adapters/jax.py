@@ -60,8 +60,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ..progress import Progress
 from ..backend import is_device_input
+from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, first_and_total, model_input_and_labels
 
@@ -70,7 +70,7 @@ __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 #: Dict keys searched, in this order, for the model input of a dict batch.
 INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel_values", "input_ids")
 
-LayerSpec = Union[str, Sequence[str]]
+LayerSpec = Union[str, Sequence[str]]  # noqa: UP007 - a runtime alias, needs Union on Python 3.10
 
 
 

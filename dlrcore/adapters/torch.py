@@ -55,8 +55,8 @@ from ..backend import is_device_input
 from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..inputs import DLRInputError
 from ..progress import Progress
-from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
 from ..stats import DLRStats
+from .batches import LABEL_KEYS, first_and_total, model_input_and_labels, result_record
 
 __all__ = [
     "HF_LABEL_KEYS",
@@ -80,7 +80,7 @@ SEQUENCE_MODES: tuple[str, ...] = ("tokens", "mean", "last")
 #: Seconds a pass must run before the progress display appears (short passes print nothing).
 PROGRESS_DELAY = 2.0
 
-LayerSpec = Union[str, nn.Module]
+LayerSpec = Union[str, nn.Module]  # noqa: UP007 - a runtime alias, needs Union on Python 3.10
 
 
 
@@ -294,7 +294,7 @@ def last_linear(
 
 
 # ---------------------------------------------------------------------------------------------- collect
-def _to_core(t: "torch.Tensor") -> "torch.Tensor":
+def _to_core(t: torch.Tensor) -> torch.Tensor:
     """A tensor for :meth:`dlrcore.DLRStats.update`: CUDA tensors stay on the GPU when CuPy can take them through
     DLPack (the statistics are then accumulated on the device), everything else goes to the host."""
     if t.is_cuda and is_device_input(t):
