@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulate import exact_arrays
 from .backend import is_numpy, prepare
+from .device_exact import exact_arrays
 from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import DLRInputError
 from .measures import CKAResult, CKAStats, NC1Result, cka, nc1, s_init

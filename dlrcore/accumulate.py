@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backend import astype, is_numpy, prepare, to_numpy
-from .exact import CENTER_LOGITS
-from .inputs import CLASS_ID_OUTPUTS, PRECISIONS, DLRInputError, check_finite_and_bound, looks_like_class_ids
+from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
 from .moments import _fused_kernel
 from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
@@ -388,59 +387,3 @@ def block_rows(p: int, itemsize: int = 4, columns: int = 0) -> int:
 
 def row_blocks(n: int, rows: int) -> Iterable[slice]:
     return (slice(i, min(i + rows, n)) for i in range(0, n, rows))
-
-
-def exact_arrays(
-    features: Any,
-    outputs: Any,
-    *,
-    rtol: float | None = None,
-    precision: str = "auto",
-    batch_rows: int | None = None,
-    output_kernel: str = "span",
-    center_logits: bool = CENTER_LOGITS,
-    baseline: bool = False,
-) -> Any:
-    """Exact D_LR of arrays of any array-API namespace (CuPy on a GPU), accumulated on their own device.
-
-    The p x p, C x p and C x C centered moments are accumulated in float64 in the arrays' namespace (an
-    :class:`Accumulator` with the identity for ``Omega``); only they travel to the host, once, for the same
-    finishing algebra as :class:`~dlrcore.DLRStats`.
-
-    Examples
-    --------
-    >>> import numpy as np, dlrcore
-    >>> rng = np.random.default_rng(0)
-    >>> phi = rng.normal(size=(500, 20)); out = phi @ rng.normal(size=(20, 3))
-    >>> abs(exact_arrays(phi, out).value - dlrcore.dlr(phi, out).value) < 1e-10
-    True
-    """
-    from .baseline import random_readout_baseline
-    from .exact import dlr_from_moments
-
-    xp, x, f = validate_pair(features, outputs, None, None)
-    p = x.shape[1]
-    rows = int(batch_rows) if batch_rows else block_rows(p)
-    acc = Accumulator(xp, None, work_dtype(xp, x.dtype, precision), need_z=False, need_ff=True, need_cross=True)
-    acc.stream(x, f, rows)
-    m_pp = to_numpy(acc.y)
-    m_pp = 0.5 * (m_pp + m_pp.T)
-    res = dlr_from_moments(
-        n=acc.n,
-        m_pp=m_pp,
-        m_fp=to_numpy(acc.mfp),
-        m_ff=to_numpy(acc.mff),
-        mean_f=to_numpy(acc.mean_f),
-        rtol=rtol,
-        data_eps=max(dtype_eps(x.dtype), dtype_eps(f.dtype)),
-        feature_rel_tol=100.0 * dtype_eps(acc.work),
-        precision=dtype_name(acc.work),
-        output_kernel=output_kernel,
-        center_logits=center_logits,
-        work_eps=dtype_eps(acc.work),
-    )
-    if baseline:
-        res = res.with_baseline(random_readout_baseline(
-            n=acc.n, mean_phi=to_numpy(acc.mean_x), m_pp=m_pp, C=f.shape[1], center_logits=center_logits
-        ))
-    return res.with_warnings(CLASS_ID_OUTPUTS) if looks_like_class_ids(outputs) else res

@@ -343,7 +343,7 @@ def _alignment(terms: KernelTerms, norm_k: float) -> float:
     return terms.inner / (norm_k * math.sqrt(terms.norm_l2))
 
 
-def _finish(
+def finish_result(
     *,
     span: KernelTerms,
     half: KernelTerms,
@@ -522,7 +522,7 @@ def _eigen_rank(m: np.ndarray, rel: float) -> int:
     eigenvalues only: 0.12 s at p = 1024 on two cores, against 0.09 s for a pivoted Cholesky that counted more)."""
     if not m.size:
         return 0
-    ev = scipy.linalg.eigh(m, lower=False, eigvals_only=True, check_finite=False)
+    ev = scipy.linalg.eigh(m, lower=False, eigvals_only=True, check_finite=False, driver="evd")
     top = float(ev[-1])
     return int(np.count_nonzero(ev > rel * top)) if top > 0 else 0
 
@@ -679,7 +679,7 @@ def dlr_from_moments(
     half = sqrt_kernel(
         m_ff, work_eps=work_eps, center=center_logits, eig=(span.centered_ev, span.centered_vecs)
     )
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _finish
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by finish_result
         t = np.hstack([span.basis, half.basis]).T @ m_fp  # Q^T Phic and L_half's coordinates, one product
         inner_span = float(np.einsum("ij,ij->", t[: span.rank], t[: span.rank]))
         inner_half = float(np.einsum("ij,ij->", t[span.rank :], t[span.rank :]))
@@ -689,7 +689,7 @@ def dlr_from_moments(
             sq = 2.0 * sq - float(d @ d)
     norm_k = math.sqrt(sq) if sq >= 0 else float("nan") if math.isnan(sq) else 0.0
     feature_rank = _eigen_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
-    return _finish(
+    return finish_result(
         span=KernelTerms(inner_span, span.norm_l2),
         half=KernelTerms(inner_half, half.norm_l2),
         norm_k=norm_k,
@@ -824,7 +824,7 @@ def dlr_from_weight_moments(
     # half.basis = U_r diag(g_r)^(-1/4): tr(S^2 G^(1/2)) = sum_j sqrt(g_j) ||S u_j||^2 with u_j = basis_j g_j^(1/4)
     su = half.basis * half.ev**0.25 * sk[:, None]
     inner_half = float(np.sqrt(half.ev) @ np.einsum("ij,ij->j", su, su))
-    return _finish(
+    return finish_result(
         span=KernelTerms(inner, norm_l2),
         half=KernelTerms(inner_half, half.norm_l2),
         norm_k=norm_k,

@@ -24,7 +24,7 @@ class DLRInputError(ValueError):
 _EXTENSION_FLOAT_NAMES = ("bfloat16", "float8", "float4", "float6")
 
 
-def _from_framework(x: Any, name: str) -> np.ndarray:
+def from_framework(x: Any, name: str) -> np.ndarray:
     """Turn a framework tensor into a NumPy array through its own methods (no framework import)."""
     # torch: tensors that require grad refuse both __array__ and __dlpack__; detach() is the tensor's own method.
     detach = getattr(x, "detach", None)
@@ -83,7 +83,7 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     >>> as_matrix([1.0, 2.0, 3.0], "outputs", allow_1d=True).shape
     (3, 1)
     """
-    a = x if isinstance(x, np.ndarray) else _from_framework(x, name)
+    a = x if isinstance(x, np.ndarray) else from_framework(x, name)
     if isinstance(a, np.ma.MaskedArray):
         masked = int(np.ma.count_masked(a))
         if masked:

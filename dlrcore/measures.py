@@ -26,9 +26,9 @@ from .estimator import Estimator
 from .inputs import (
     PRECISIONS,
     DLRInputError,
-    _from_framework,
     as_matrix,
     check_finite,
+    from_framework,
     rejected_batch,
     work_dtype_for,
 )
@@ -377,7 +377,7 @@ def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision
     True
     """
     x = as_matrix(features, "features")
-    ids = np.asarray(labels if isinstance(labels, np.ndarray) else _from_framework(labels, "labels"))
+    ids = np.asarray(labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels"))
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise DLRInputError(f"labels: expected 1-D integer class ids, got dtype {ids.dtype} and shape {ids.shape}")
     if ids.shape[0] != x.shape[0]:

@@ -1,4 +1,9 @@
-"""A dependency-free progress display on stderr for long passes over data (CLI and adapters)."""
+"""A dependency-free progress display on stderr for long passes over data (CLI and adapters).
+
+On a terminal the display redraws one line in place (``\r``). When the stream is not a terminal (a log file, a
+pipe, a batch job's output) it writes plain, complete lines instead, at most one every ``log_interval`` seconds
+plus a last one when the pass ends, so that logs stay readable.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ class Progress:
         Nothing is shown before the pass has run this long (short passes stay silent).
     unit : str
         Name of the units counted.
+    log_interval : float
+        Least seconds between lines when the stream is not a terminal.
 
     Examples
     --------
@@ -54,6 +61,7 @@ class Progress:
         interval: float = 0.25,
         delay: float = 0.0,
         unit: str = "",
+        log_interval: float = 10.0,
     ) -> None:
         self.total = None if total is None else max(int(total), 1)
         self.label = label
@@ -62,6 +70,9 @@ class Progress:
         self.interval = interval
         self.delay = delay
         self.unit = unit
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty()) if callable(isatty) else False
+        self.log_interval = log_interval
         self.done = 0
         self.note = ""
         self._start = time.perf_counter()
@@ -80,7 +91,8 @@ class Progress:
         complete = final or (self.total is not None and self.done >= self.total)
         if complete and not self.drawn and self.delay > 0:
             return  # a pass that ended before the delay stays silent
-        if now - self._last >= self.interval or complete:
+        every = self.interval if self.tty else max(self.interval, self.log_interval)
+        if now - self._last >= every or (complete and self.tty):
             self._last = now
             self._draw(now)
 
@@ -96,16 +108,25 @@ class Progress:
             text = f"[{bar}] {100 * frac:5.1f}% {self.done}/{self.total}{unit}{note} {elapsed:6.1f}s eta {eta:5.1f}s"
         else:
             text = f"{self.done}{unit}{note}, {elapsed:.1f}s"
-        self.stream.write(f"\r{self.label} {text}")
+        self.stream.write(f"\r{self.label} {text}" if self.tty else f"{self.label} {text}\n")
         self.stream.flush()
         self.drawn = True
+        self._shown = self.done
 
     def close(self) -> None:
-        """End the display line if anything was drawn."""
-        if self.enabled and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+        """End the display: on a terminal end the line; in a log write the final state unless it is shown."""
+        if not self.enabled:
+            return
+        if self.tty:
+            if self.drawn:
+                self.stream.write("\n")
+                self.stream.flush()
+        else:
+            now = time.perf_counter()
+            started = self.drawn or (now - self._start >= self.delay and self.done > 0)
+            if started and getattr(self, "_shown", None) != self.done:
+                self._draw(now)
+        self.drawn = False
 
     def __enter__(self) -> Progress:
         return self

@@ -60,16 +60,16 @@ from .estimator import Estimator
 from .exact import (
     CENTER_LOGITS,
     KernelTerms,
-    _finish,
     check_center_logits,
     check_output_kernel,
+    finish_result,
     output_span,
     sqrt_kernel,
 )
 from .inputs import CLASS_ID_OUTPUTS, PRECISIONS, DLRInputError, looks_like_class_ids
 from .progress import Progress
 from .result import DLRResult
-from .spectral import Spectrum, _cumulative_share, in_data_units, kernel_fields
+from .spectral import Spectrum, cumulative_share, in_data_units, kernel_fields
 from .storage import (
     array_field,
     atomic_savez,
@@ -250,7 +250,7 @@ def _estimate(
             var = max(float(grad @ cov @ grad) / m, 0.0)
         return KernelTerms(a_bar, norm_l2, float(error_multiplier(m) * math.sqrt(var) + floor))
 
-    res = _finish(
+    res = finish_result(
         span=terms(span.basis, span.norm_l2),
         half=terms(half.basis, half.norm_l2),
         norm_k=norm_k,
@@ -286,7 +286,7 @@ def _estimate(
     spec = Spectrum(
         eigenvalues=rho[:kk].copy(),
         relative_eigenvalue=(rho / top)[:kk].copy(),
-        cumulative_utilization=_cumulative_share(inc, total_f)[:kk].copy(),
+        cumulative_utilization=cumulative_share(inc, total_f)[:kk].copy(),
         cumulative_quality=None,
         effective_rank=float("nan"),
         participation_ratio=float(pr),

@@ -158,7 +158,7 @@ class Spectrum:
         return "\n".join(lines)
 
 
-def _cumulative_share(increments: np.ndarray, total: float) -> np.ndarray:
+def cumulative_share(increments: np.ndarray, total: float) -> np.ndarray:
     if not total > 0:
         return np.zeros_like(increments)
     return np.minimum(np.cumsum(increments) / total, 1.0)
@@ -303,12 +303,12 @@ def spectrum_from_moments(
         proj = m_fp @ v
         inc_f = np.where(live, np.einsum("ij,ij->j", proj, proj) / safe, 0.0)
         total_f = float(trace_ff or 0.0)
-    util = _cumulative_share(inc_f, total_f)
+    util = cumulative_share(inc_f, total_f)
     quality = None
     if m_yp is not None:
         proj = m_yp @ v
         inc_y = np.where(live, np.einsum("ij,ij->j", proj, proj) / safe, 0.0)
-        quality = _cumulative_share(inc_y, float(trace_yy or 0.0))[:k]
+        quality = cumulative_share(inc_y, float(trace_yy or 0.0))[:k]
     if bound is None:
         sum_rho, sum_sq = float(rho.sum()), float((rho**2).sum())
     else:  # the whole spectrum's sums from the moments themselves

@@ -28,9 +28,9 @@ from .inputs import (
     FLOAT32_MIN_WIDTH,
     PRECISIONS,
     DLRInputError,
-    _from_framework,
     as_matrix,
     check_finite,
+    from_framework,
     looks_like_class_ids,
     rejected_batch,
     work_dtype_for,
@@ -224,7 +224,7 @@ class DLRStats(Estimator):
     # ------------------------------------------------------------------ update
     def _labels_matrix(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray, str]:
         """Turn labels into an n x C_y target matrix (one-hot for integer class ids)."""
-        raw = labels if isinstance(labels, np.ndarray) else _from_framework(labels, "labels")
+        raw = labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels")
         raw = np.asarray(raw)
         if raw.ndim == 1 and raw.dtype.kind in "iu":
             k = self.num_classes

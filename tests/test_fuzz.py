@@ -450,7 +450,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method is POSIX only")
-@fuzz(2, most=20)
+@fuzz(1, most=20)
 @given(cases=cases)
 def test_fork_workers_return_statistics_that_merge_exactly(tmp_path, cases):
     """In a fresh interpreter (this one may hold JAX's or torch's threads, which fork cannot copy): a fork pool

@@ -71,6 +71,7 @@ def test_model_is_a_linear_layer_on_concatenated_one_hot_codes():
 
 
 @pytest.mark.slow
+@pytest.mark.paper  # about 70 s on 2 cores: outside the default run (python -m pytest -m paper)
 def test_grokking_quick(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")

@@ -5,7 +5,13 @@ Adapters are thin. They only run the model over your data, extract ``(features, 
 :class:`dlrcore.DLRStats`; all the mathematics lives in the core. Each adapter is a submodule that imports its
 framework, and only that one, when *you* import it:
 
-* :mod:`dlrcore.adapters.torch`: PyTorch (``collect``, layer-wise D_LR, ``Tracker`` for training loops).
+* :mod:`dlrcore.adapters.torch`: PyTorch (``collect``, layer-wise D_LR, ``Tracker`` for training loops,
+  ``all_reduce`` under ``torch.distributed``);
+* :mod:`dlrcore.adapters.lightning`: PyTorch Lightning (``DLRCallback``);
+* :mod:`dlrcore.adapters.hf`: Hugging Face ``transformers`` (``collect_hf``);
+* :mod:`dlrcore.adapters.jax`: JAX/Flax; :mod:`dlrcore.adapters.keras`: Keras 3.
+
+:mod:`dlrcore.adapters.batches` reads batches for all of them, framework-neutrally.
 
 Importing :mod:`dlrcore` or :mod:`dlrcore.adapters` never imports a framework; the core works with none
 installed.

@@ -55,15 +55,17 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from ..backend import is_device_input
+from ..extras import require
 from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, first_and_total, model_input_and_labels
+
+jax = require("jax", "jax", "dlrcore.adapters.jax")
+jnp = require("jax.numpy", "jax", "dlrcore.adapters.jax")
+nn = require("flax.linen", "jax", "dlrcore.adapters.jax")
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
@@ -71,7 +73,6 @@ __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel_values", "input_ids")
 
 LayerSpec = Union[str, Sequence[str]]  # noqa: UP007 - a runtime alias, needs Union on Python 3.10
-
 
 
 # ---------------------------------------------------------------------------------------------- batches

@@ -38,13 +38,15 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
-import keras
 import numpy as np
 
 from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
+from ..extras import require
 from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, LabelDecision, result_record, split_batch
+
+keras = require("keras", "keras", "dlrcore.adapters.keras")
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_model"]
 
@@ -52,7 +54,6 @@ __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_m
 INPUT_KEYS: tuple[str, ...] = ("x", "image", "images", "inputs", "input", "pixel_values", "input_ids")
 
 LayerSpec = Union[str, "keras.layers.Layer"]
-
 
 
 # ---------------------------------------------------------------------------------------------- sub-model
