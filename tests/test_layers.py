@@ -15,7 +15,7 @@ LAYERS: dict[str, list[str]] = {
     "results": ["result"],
     "algebra": ["exact", "spectral", "baseline"],
     "estimators": ["estimator", "stats", "sketch", "measures", "device_exact", "__init__"],
-    "io": ["arrayfiles", "checkpoint"],
+    "io": ["arrayfiles", "checkpoint", "npy_writer"],
     "front": ["cli", "plot", "dask", "demo", "__main__", "adapters"],
 }
 ORDER = list(LAYERS)

@@ -44,14 +44,18 @@ they are; pool yourself (``batch_to_input`` plus a ``layer`` of your own) when t
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 from ..backend import is_device_input
 from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..extras import require
 from ..inputs import DLRInputError
+from ..npy_writer import ArrayDump
 from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, first_and_total, result_record
@@ -100,6 +104,14 @@ def _to_core(t: torch.Tensor) -> torch.Tensor:
     return t.cpu()
 
 
+def _host_rows(t: Any) -> np.ndarray:
+    """Rows as a host NumPy array (bfloat16 widened to float32, which NumPy can hold)."""
+    if isinstance(t, torch.Tensor):
+        t = t.detach()
+        return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+    return np.asarray(t)
+
+
 def collect(
     model: nn.Module,
     data: Iterable[Any],
@@ -113,6 +125,7 @@ def collect(
     sequence: str = "tokens",
     precision: str = "auto",
     batch_to_input: Callable[[Any], Any] | None = None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats | dict[str, DLRStats]:
     """Run ``model`` over ``data`` and accumulate the D_LR statistics of its last linear layer.
 
@@ -151,6 +164,10 @@ def collect(
     batch_to_input : callable, optional
         ``batch_to_input(batch)`` gives the model input: a dict is passed as keyword arguments, a tuple as
         positional arguments, anything else as the single argument.
+    dump : path, optional
+        A folder to also write the rows seen to, as ``features.npy``, ``outputs.npy`` and ``labels.npy`` (when
+        there are labels), appended batch by batch (memory stays at one batch), for the command line later:
+        ``dlr compute DIR/features.npy DIR/outputs.npy --labels DIR/labels.npy``. Not with ``layers``.
 
     Returns
     -------
@@ -205,6 +222,9 @@ def collect(
     modes = {m: m.training for m in model.modules()}
     handles: list[Any] = []
     calls: dict[str, list[tuple[torch.Tensor | None, Any]]] = {}
+    if dump is not None and extra:
+        raise ValueError("dump writes the rows of one layer: pass it without layers=")
+    dumped = ArrayDump(dump) if dump is not None else None
     display = Progress(total, "dlrcore collect", enabled=progress, delay=PROGRESS_DELAY, unit="batches")
     model.eval()
     try:
@@ -278,6 +298,8 @@ def collect(
                 if ref_stats is not None:
                     feats = _to_core(_rows(x_ref, lead, sequence, f"input of {ref_name!r}"))
                     ref_stats.update(feats, outs, labels=lab_rows)
+                    if dumped is not None:
+                        dumped.append(*(None if t is None else _host_rows(t) for t in (feats, outs, lab_rows)))
                 for name, mod in extra:
                     x = x_ref if mod is ref_mod else calls[name][0][0]
                     if x is None:
@@ -293,6 +315,8 @@ def collect(
         calls.clear()
         _release(handles, modes)
         display.close()
+        if dumped is not None:
+            dumped.close()
     if ref_stats is not None:
         if ref_stats.n == 0:
             raise ValueError("no samples were collected: every batch was empty")
