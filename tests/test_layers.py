@@ -13,8 +13,10 @@ LAYERS: dict[str, list[str]] = {
     "arrays": ["inputs", "backend", "scaling", "kernels", "concurrency", "progress", "storage", "extras"],
     "state": ["moments", "accumulate"],
     "results": ["result"],
-    "algebra": ["exact", "spectral", "baseline"],
-    "estimators": ["estimator", "stats", "sketch", "measures", "device_exact", "__init__"],
+    "algebra": ["exact", "spectral", "baseline", "sketch_algebra"],
+    "estimators": [
+        "estimator", "stats", "sketch", "randomized", "method_choice", "measures", "device_exact", "__init__",
+    ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
     "front": ["cli", "plot", "dask", "demo", "__main__", "adapters"],
 }
