@@ -1,31 +1,10 @@
-"""Randomized and one-pass sketch estimators of D_LR for feature widths where a p x p Gram is too large.
+"""The one-pass sketch estimator of D_LR for feature widths where a p x p Gram is too large: :class:`DLRSketch`.
 
-D_LR needs three numbers (``docs/dlr.md``): ``A = ||Q^T Phic||_F^2``, ``B = ||G||_F^2`` with ``G = Phic^T Phic``,
-and ``||L||_F`` from the outputs alone. The outputs' C x C statistics are kept exactly; ``A`` and ``B`` are
-estimated from products of ``G`` (and of ``Fc^T Phic``) with a few random directions, accumulated batch by
-batch in O(p s) memory:
-
-* **one-pass sketch** (:class:`DLRSketch`, ``method="sketch"``): ``Y = G Omega`` and ``Z = Fc^T Phic Omega``
-  for a Gaussian ``Omega = [Omega_1, Omega_2]`` (Tropp, Yurtsever, Udell and Cevher 2017). ``Omega_1`` gives
-  the Nystrom approximation ``G_hat = Y_1 (Omega_1^T Y_1)^+ Y_1^T`` (the top of the spectrum); the probes
-  ``Omega_2`` estimate what it misses with control variates (Nystrom++, Persson, Cortinovis and Kressner 2022):
-  ``b_j = ||G_hat||^2 + ||G w_j||^2 - ||G_hat w_j||^2`` is unbiased for ``B`` whatever ``G_hat`` is, and
-  likewise for ``A``. The state adds up over batches and merges across processes (Chan's update; the rank-one
-  corrections multiply ``Omega``).
-* **randomized** (``method="randomized"``, several passes over an array): a randomized range finder with
-  QR-normalised power iterations (Halko, Martinsson and Tropp 2011) run on ``G``, so that every pass streams the
-  rows; a last pass gives ``G V`` for the orthonormal basis ``V`` and ``G w_j`` for probes orthogonal to it,
-  so ``B = 2 ||G V||^2 - ||V^T G V||^2 + ||P G P||^2`` and ``A = ||Q^T Phic V||^2 + ||Q^T Phic P||^2``
-  (``P = I - V V^T``) with only the ``P``-parts estimated stochastically (Hutch++, Meyer, Musco, Musco and
-  Woodruff 2021).
-
-Both report an a-posteriori error estimate of D_LR: the per-probe estimates are independent given the data and
-the first random matrix, so their sample covariance gives the standard error of ``A`` and ``B``, propagated to
-D_LR by the delta method and multiplied by a Student-t quantile (:func:`error_multiplier`, three standard errors
-for many probes) plus a rounding floor.
-
-All accumulation runs in the arrays' own namespace (NumPy, CuPy, any array-API library), so GPU arrays stay on
-the GPU; the final factorisations (s x s and p x s) run on the host in float64.
+``Y = G Omega`` and ``Z = Fc^T Phic Omega`` (``G = Phic^T Phic``, Gaussian ``Omega``) and the outputs' exact C x C
+statistics are accumulated batch by batch in O(p s) memory, in the arrays' own namespace (NumPy, CuPy, any
+array-API library), and merge across processes. The estimate, its error and the method are in
+:mod:`dlrcore.sketch_algebra`; the multi-pass randomized estimator is :mod:`dlrcore.randomized` and the choice of
+method :mod:`dlrcore.method_choice`, whose names this module also exports.
 """
 
 from __future__ import annotations
