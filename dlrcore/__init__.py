@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import is_numpy, prepare
+from .checks import check_choice
 from .device_exact import exact_arrays
 from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import DLRInputError
@@ -140,8 +141,7 @@ def dlr(
     >>> ce.output_kernel, ce.value == ce.value_sqrt, 0.0 <= ce.value_span <= 1.0
     ('sqrt', True, True)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, "method", METHODS)
     check_output_kernel(output_kernel)
     kernel = dict(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
     if method == "auto":

@@ -12,55 +12,66 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from .backend import astype, is_numpy, prepare, to_numpy
-from .inputs import PRECISIONS, DLRInputError, check_finite_and_bound
+from .chan import chan_step
+from .inputs import DLRInputError, check_finite_and_bound
 from .moments import _fused_kernel
 from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
 __all__ = [
     "Accumulator",
     "BadBatch",
+    "BatchMoments",
     "Scratch",
     "block_rows",
     "copy_accumulator",
-    "dtype_eps",
-    "dtype_name",
     "explain_bad",
     "row_blocks",
     "validate_pair",
-    "work_dtype",
 ]
 
 #: Rows per block when an in-memory array is streamed (about this many bytes of features per block).
 BLOCK_BYTES = 64 * 2**20
 
 
-def work_dtype(xp: ModuleType, dtype: Any, precision: str) -> Any:
-    """Product dtype in ``xp``: float64 for float64 data or ``precision="float64"``, else float32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float64" or (precision == "auto" and dtype == xp.float64):
-        return xp.float64
-    return xp.float32
+@dataclass(frozen=True)
+class BatchMoments:
+    """The centered products of a set of rows (a batch, or an accumulator's whole state), at the power-of-two
+    exponents they were formed at (:mod:`dlrcore.scaling`): what :meth:`Accumulator.batch` returns and
+    :meth:`Accumulator.add` merges. ``z``, ``mff`` and ``mfp`` are None when the accumulator does not keep them."""
+
+    n: int
+    mean_x: Any
+    mean_f: Any
+    y: Any
+    z: Any
+    mff: Any
+    mfp: Any
+    trace: float
+    exp_x: int = 0
+    exp_f: int = 0
+    fixed_x: bool = False
+    fixed_f: bool = False
+
+    def rescaled(self, xp: ModuleType, dx: int, df: int) -> BatchMoments:
+        """The moments of ``x * 2**-dx`` and ``f * 2**-df`` (exponents raised by ``dx``, ``df``), exactly."""
+        if dx == 0 and df == 0:
+            return self
+        s = lambda a, k: _power_of_two(xp, a, k)
+        return replace(
+            self, mean_x=s(self.mean_x, -dx), mean_f=s(self.mean_f, -df), y=s(self.y, -2 * dx),
+            z=s(self.z, -dx - df), mff=s(self.mff, -2 * df), mfp=s(self.mfp, -dx - df),
+            trace=s(float(self.trace), -2 * dx), exp_x=self.exp_x + dx, exp_f=self.exp_f + df,
+        )
 
 
-def dtype_name(dtype: Any) -> str:
-    """``"float32"``-style name of a dtype of any namespace."""
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return str(getattr(dtype, "name", dtype)).split(".")[-1]  # array-API dtype objects
-
-
-def dtype_eps(dtype: Any) -> float:
-    """Machine epsilon of a float dtype of any namespace (bfloat16 and other 16-bit floats: 2**-8)."""
-    name = dtype_name(dtype)
-    return float(np.finfo(np.dtype(name)).eps) if name in ("float16", "float32", "float64") else 2.0**-8
+_FIELDS = ("n", "mean_x", "mean_f", "y", "z", "mff", "mfp", "trace", "exp_x", "exp_f", "fixed_x", "fixed_f")
 
 
 class Accumulator:
@@ -106,7 +117,7 @@ class Accumulator:
         state["xp"] = importlib.import_module(state["xp"])
         self.__dict__.update(state)
 
-    def batch(self, x: Any, f: Any, scratch: Scratch | None = None) -> tuple:
+    def batch(self, x: Any, f: Any, scratch: Scratch | None = None) -> BatchMoments:
         """Centered products of one batch, validated (NaN/Inf raise before anything is merged), with the power-of-two
         exponents they were formed at (:mod:`dlrcore.scaling`); :meth:`add` merges them.
 
@@ -116,7 +127,7 @@ class Accumulator:
         looked = False
         while True:
             bad: str | None = None
-            parts: tuple = ()
+            parts: dict[str, Any] = {}
             sqx = sqf = math.nan
             with np.errstate(invalid="ignore", over="ignore"):  # bad values are caught by the finiteness checks
                 try:
@@ -126,12 +137,12 @@ class Accumulator:
             if looked:
                 if bad is not None:
                     raise BadBatch(bad)
-                return (*parts, (ex, ef, fx, ff))
+                return BatchMoments(**parts, exp_x=ex, exp_f=ef, fixed_x=fx, fixed_f=ff)
             looked = True
             look_x = bad is not None or suspicious(sqx, x.shape[0] * x.shape[1], work, fixed=fx)
             look_f = bad is not None or suspicious(sqf, f.shape[0] * f.shape[1], work, fixed=ff)
             if not (look_x or look_f):
-                return (*parts, (ex, ef, fx or sqx > 0, ff or sqf > 0))
+                return BatchMoments(**parts, exp_x=ex, exp_f=ef, fixed_x=fx or sqx > 0, fixed_f=ff or sqf > 0)
             before = (ex, ef)
             for which, arr, look in (("features", x, look_x), ("outputs", f, look_f)):
                 if not look:
@@ -144,9 +155,9 @@ class Accumulator:
                 else:
                     ef, ff = new_exponent(amax, ef, work, fixed=ff), ff or amax > 0
             if bad is None and (ex, ef) == before:  # the values lie in the window after all
-                return (*parts, (ex, ef, fx or sqx > 0, ff or sqf > 0))
+                return BatchMoments(**parts, exp_x=ex, exp_f=ef, fixed_x=fx or sqx > 0, fixed_f=ff or sqf > 0)
 
-    def _batch(self, x: Any, f: Any, scratch: Scratch | None) -> tuple:
+    def _batch(self, x: Any, f: Any, scratch: Scratch | None) -> tuple[dict[str, Any], float, float]:
         xp, work = self.xp, self.work
         nb = x.shape[0]
         f64 = xp.float64
@@ -207,7 +218,8 @@ class Accumulator:
             sqf = float(xp.sum(xp.linalg.diagonal(mffb) if not is_numpy(xp) else np.diagonal(mffb)))
         else:
             sqf = float(xp.sum(fc64 * fc64)) if not is_numpy(xp) else _sumsq(fc64)
-        return (nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b), sq, sqf
+        parts = dict(n=nb, mean_x=mean_b, mean_f=mean_fb, y=yb, z=zb, mff=mffb, mfp=mfpb, trace=trace_b)
+        return parts, sq, sqf
 
     def stream(self, x: Any, f: Any, rows: int, on_rows: Any = None) -> Accumulator:
         """Add every row of the validated arrays ``x``, ``f`` in blocks of ``rows`` (a rejected block raises
@@ -223,47 +235,42 @@ class Accumulator:
                 on_rows(sl.stop - sl.start)
         return self
 
-    def add(self, parts: tuple) -> None:
-        """Chan's merge of a batch (or of another accumulator's state) into this one, both brought to the larger
-        exponent of each block first (exactly: by powers of two)."""
-        *moments, (ex, ef, fx, ff) = parts
+    def add(self, b: BatchMoments) -> None:
+        """Chan's merge (:func:`~dlrcore.chan.chan_step`) of a batch (or of another accumulator's state) into this
+        one, both brought to the larger exponent of each block first (exactly: by powers of two)."""
         xp = self.xp
         if self.n == 0:
-            self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace = moments
-            self.exp_x, self.exp_f, self.fixed_x, self.fixed_f = ex, ef, fx, ff
+            self._set_state(b)
             return
-        tx = max(self.exp_x, ex) if (self.fixed_x and fx) else (self.exp_x if self.fixed_x else ex)
-        tf = max(self.exp_f, ef) if (self.fixed_f and ff) else (self.exp_f if self.fixed_f else ef)
-        self._set_state(_rescaled(xp, self._moments(), tx - self.exp_x, tf - self.exp_f))
-        self.exp_x, self.exp_f = tx, tf
-        self.fixed_x, self.fixed_f = self.fixed_x or fx, self.fixed_f or ff
-        nb, mean_b, mean_fb, yb, zb, mffb, mfpb, trace_b = _rescaled(xp, tuple(moments), tx - ex, tf - ef)
-        n = self.n + nb
-        w = self.n * nb / n
-        d = mean_b - self.mean_x
-        df = mean_fb - self.mean_f
+        tx = max(self.exp_x, b.exp_x) if (self.fixed_x and b.fixed_x) else (self.exp_x if self.fixed_x else b.exp_x)
+        tf = max(self.exp_f, b.exp_f) if (self.fixed_f and b.fixed_f) else (self.exp_f if self.fixed_f else b.exp_f)
+        a = self.state().rescaled(xp, tx - self.exp_x, tf - self.exp_f)
+        b = b.rescaled(xp, tx - b.exp_x, tf - b.exp_f)
+        step = chan_step(a.n, a.mean_x, b.n, b.mean_x)
+        w, d = step.weight, step.delta
+        df, mean_f = step.also(a.mean_f, b.mean_f)
         d_om = d if self.omega64 is None else d @ self.omega64
-        self.y = self.y + yb + w * (d[:, None] * d_om[None, :])
-        if self.need_z:
-            self.z = self.z + zb + w * (df[:, None] * d_om[None, :])
-        if self.need_ff:
-            self.mff = self.mff + mffb + w * (df[:, None] * df[None, :])
-        if self.need_cross:
-            self.mfp = self.mfp + mfpb + w * (df[:, None] * d[None, :])
-        self.trace = self.trace + trace_b + w * float(xp.sum(d * d))
-        self.mean_x = self.mean_x + d * (nb / n)
-        self.mean_f = self.mean_f + df * (nb / n)
-        self.n = n
+        self._set_state(replace(
+            a,
+            n=step.n,
+            mean_x=step.mean,
+            mean_f=mean_f,
+            y=a.y + b.y + w * (d[:, None] * d_om[None, :]),
+            z=a.z + b.z + w * (df[:, None] * d_om[None, :]) if self.need_z else a.z,
+            mff=a.mff + b.mff + w * (df[:, None] * df[None, :]) if self.need_ff else a.mff,
+            mfp=a.mfp + b.mfp + w * (df[:, None] * d[None, :]) if self.need_cross else a.mfp,
+            trace=a.trace + b.trace + w * float(xp.sum(d * d)),
+            fixed_x=a.fixed_x or b.fixed_x,
+            fixed_f=a.fixed_f or b.fixed_f,
+        ))
 
-    def _moments(self) -> tuple:
-        return self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace
+    def _set_state(self, m: BatchMoments) -> None:
+        for name in _FIELDS:
+            setattr(self, name, getattr(m, name))
 
-    def _set_state(self, moments: tuple) -> None:
-        self.n, self.mean_x, self.mean_f, self.y, self.z, self.mff, self.mfp, self.trace = moments
-
-    def state(self) -> tuple:
-        """The state in the layout of :meth:`batch`'s parts (for :meth:`add` into another accumulator)."""
-        return (*self._moments(), (self.exp_x, self.exp_f, self.fixed_x, self.fixed_f))
+    def state(self) -> BatchMoments:
+        """The whole state as one :class:`BatchMoments` (for :meth:`add` into another accumulator)."""
+        return BatchMoments(**{name: getattr(self, name) for name in _FIELDS})
 
     def loaded(self) -> None:
         """Finish a state read from a file: set the blocks' "fixed" flags (a block saw a non-zero value exactly when
@@ -279,8 +286,7 @@ class Accumulator:
         dx = out_of_window(max(max_abs(self.mean_x, xp), math.sqrt(max(self.trace, 0.0) / self.n)))
         df = out_of_window(max(max_abs(self.mean_f, xp), math.sqrt(spread_f / self.n)))
         if dx or df:
-            self._set_state(_rescaled(xp, self._moments(), dx, df))
-            self.exp_x, self.exp_f = self.exp_x + dx, self.exp_f + df
+            self._set_state(self.state().rescaled(xp, dx, df))
 
 
 def _power_of_two(xp: ModuleType, a: Any, k: int) -> Any:
@@ -296,16 +302,6 @@ def _power_of_two(xp: ModuleType, a: Any, k: int) -> Any:
         if step:
             a = a * (2.0**step)
     return a
-
-
-def _rescaled(xp: ModuleType, moments: tuple, dx: int, df: int) -> tuple:
-    """Moments of ``x * 2**-dx`` and ``f * 2**-df`` from those of ``x`` and ``f``."""
-    n, mean_x, mean_f, y, z, mff, mfp, trace = moments
-    if dx == 0 and df == 0:
-        return moments
-    s = lambda a, k: _power_of_two(xp, a, k)
-    return (n, s(mean_x, -dx), s(mean_f, -df), s(y, -2 * dx), s(z, -dx - df), s(mff, -2 * df), s(mfp, -dx - df),
-            s(float(trace), -2 * dx))
 
 
 class BadBatch(Exception):

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_int
 from .exact import CENTER_LOGITS, check_center_logits, dlr_from_moments, dlr_from_weight_moments
+from .precision import EPS64
 from .result import Baseline
 
 __all__ = ["DEFAULT_DRAWS", "random_readout_baseline"]
@@ -21,7 +23,6 @@ __all__ = ["DEFAULT_DRAWS", "random_readout_baseline"]
 #: Default number of random readouts.
 DEFAULT_DRAWS = 5
 
-_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def random_readout_baseline(
@@ -67,14 +68,11 @@ def random_readout_baseline(
     (3, 2, True, True)
     """
     center_logits = check_center_logits(center_logits)
-    if int(draws) != draws or draws < 1:
-        raise ValueError(f"draws must be a positive integer, got {draws!r}")
-    if int(C) != C or C < 1:
-        raise ValueError(f"C must be a positive integer, got {C!r}")
+    draws, C = check_int(draws, "draws"), check_int(C, "C")
     p = m_pp.shape[0]
     rng = np.random.default_rng([int(seed), 0x5EED])
-    common: dict[str, Any] = dict(rtol=None, data_eps=_EPS64, feature_rel_tol=100.0 * _EPS64, precision="float64",
-                  center_logits=center_logits, work_eps=_EPS64)
+    common: dict[str, Any] = dict(rtol=None, data_eps=EPS64, feature_rel_tol=100.0 * EPS64, precision="float64",
+                  center_logits=center_logits, work_eps=EPS64)
     span, half = [], []
     for _ in range(int(draws)):
         w = rng.standard_normal((int(C), p))

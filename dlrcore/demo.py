@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_choice
+
 __all__ = [
     "MLP",
     "NORMAL_CONFIG",
@@ -349,8 +351,7 @@ def train_mlp(
         raise ValueError(f"x must be n x d with one target row per sample, got {x.shape} and {targets.shape}")
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_choice(loss, "loss", LOSSES)
     net = net.copy()
     n_layers = len(net.weights)
     first = 0 if train_hidden else n_layers - 1  # index of the first trained layer
@@ -737,8 +738,7 @@ def run_demo(
 
     cfg = config if config is not None else (QUICK_CONFIG if quick else NORMAL_CONFIG)
     if loss is not None:
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        check_choice(loss, "loss", LOSSES)
         cfg = replace(cfg, loss=loss)
     start = time.perf_counter()
     pair = train_pair(seed, cfg, progress=progress)

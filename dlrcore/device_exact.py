@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulate import Accumulator, block_rows, dtype_eps, dtype_name, validate_pair, work_dtype
+from .accumulate import Accumulator, block_rows, validate_pair
 from .backend import to_numpy
 from .baseline import random_readout_baseline
 from .exact import CENTER_LOGITS, dlr_from_moments
 from .inputs import CLASS_ID_OUTPUTS, looks_like_class_ids
+from .precision import dtype_eps, dtype_name, work_dtype
 
 __all__ = ["exact_arrays"]
 
@@ -46,7 +47,8 @@ def exact_arrays(
     xp, x, f = validate_pair(features, outputs, None, None)
     p = x.shape[1]
     rows = int(batch_rows) if batch_rows else block_rows(p)
-    acc = Accumulator(xp, None, work_dtype(xp, x.dtype, precision), need_z=False, need_ff=True, need_cross=True)
+    work = work_dtype([x.dtype, f.dtype], precision=precision, width=p + f.shape[1], xp=xp)
+    acc = Accumulator(xp, None, work, need_z=False, need_ff=True, need_cross=True)
     acc.stream(x, f, rows)
     m_pp = to_numpy(acc.y)
     m_pp = 0.5 * (m_pp + m_pp.T)

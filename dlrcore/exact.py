@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from .checks import check_choice
 from .inputs import DLRInputError
+from .precision import EPS64
 from .result import DLRResult
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "sqrt_tolerance",
 ]
 
-_EPS64 = float(np.finfo(np.float64).eps)
 
 #: The exact path reports the feature rank (an O(p^3) factorisation) only up to this width.
 FEATURE_RANK_MAX_P = 1024
@@ -70,9 +71,7 @@ WIDE_OUTPUT_RATIO = 0.25
 
 def check_output_kernel(output_kernel: str) -> str:
     """Validate an ``output_kernel`` argument (``"span"`` or ``"sqrt"``) and return it."""
-    if output_kernel not in OUTPUT_KERNELS:
-        raise ValueError(f"output_kernel must be one of {OUTPUT_KERNELS}, got {output_kernel!r}")
-    return output_kernel
+    return check_choice(output_kernel, "output_kernel", OUTPUT_KERNELS)
 
 
 def check_center_logits(center_logits: object) -> bool:
@@ -104,7 +103,7 @@ def sqrt_tolerance(C: int, work_eps: float) -> float:
     >>> sqrt_tolerance(10, float(np.finfo(np.float64).eps)) < 1e-12
     True
     """
-    return float(100.0 * max(max(int(C), 1) * _EPS64, float(work_eps) ** 2))
+    return float(100.0 * max(max(int(C), 1) * EPS64, float(work_eps) ** 2))
 
 
 def class_centering(m: np.ndarray) -> np.ndarray:
@@ -240,7 +239,7 @@ def rank_resolution(C: int) -> float:
     about ``sqrt(C * eps64) * sigma_1`` cannot be resolved; a smaller ``rtol`` is raised to ten times that
     (with a warning).
     """
-    return float(10.0 * math.sqrt(max(int(C), 1) * _EPS64))
+    return float(10.0 * math.sqrt(max(int(C), 1) * EPS64))
 
 
 def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, list[str]]:
@@ -331,7 +330,7 @@ def _offset_svd(
 
 def _product_route_clear(ev: np.ndarray, rtol: float, max_rel_err: float) -> bool:
     """The a-posteriori test of :func:`_offset_svd` on the eigenvalues (descending) of ``B^T B``."""
-    delta = 4.0 * ev.size * _EPS64 * ev[0]
+    delta = 4.0 * ev.size * EPS64 * ev[0]
     cut = rtol * rtol * ev[0]
     kept = ev[ev > cut]
     if kept.size == 0 or delta > max_rel_err * kept[-1]:
@@ -407,11 +406,11 @@ def finish_result(
             "features spread (docs/dlr.md, the corollary). If the arguments were swapped, call "
             "dlr(features, outputs): the penultimate features come first"
         )
-    if sqrt.centered and 4.0 * _EPS64 / sqrt.share > CENTERED_ERROR_WARN:
+    if sqrt.centered and 4.0 * EPS64 / sqrt.share > CENTERED_ERROR_WARN:
         warnings.append(
             f"per-sample shifts dominate the logits: centered across classes they keep {sqrt.share:.1e} of their "
             f"variance, and centering the stored moments cancels, so D_half may be off by about "
-            f"{4.0 * _EPS64 / sqrt.share:.0e}; center the logits before passing them "
+            f"{4.0 * EPS64 / sqrt.share:.0e}; center the logits before passing them "
             "(F - F.mean(axis=1, keepdims=True)) for a value to full precision"
         )
     return DLRResult(
@@ -632,7 +631,7 @@ def dlr_from_moments(
     upper: bool = False,
     output_kernel: str = "span",
     center_logits: bool = False,
-    work_eps: float = _EPS64,
+    work_eps: float = EPS64,
 ) -> DLRResult:
     """Exact D_LR (both output kernels) from centered moments.
 
@@ -733,7 +732,7 @@ def _weights_span(
     """
     p = m_pp.shape[0]
     lw, uw = _eigh_desc(0.5 * (wtw + wtw.T))
-    keep = lw > 10.0 * p * _EPS64 * lw[0] if lw.size and lw[0] > 0 else np.zeros(lw.shape, bool)
+    keep = lw > 10.0 * p * EPS64 * lw[0] if lw.size and lw[0] > 0 else np.zeros(lw.shape, bool)
     root = np.sqrt(lw[keep])
     r11 = root[:, None] * uw[:, keep].T  # L^(1/2) U^T, rank(W) x p
     bt = (uw[:, keep].T @ wtb) / root  # Q_1^T b
@@ -764,7 +763,7 @@ def dlr_from_weight_moments(
     output_kernel: str = "span",
     center_logits: bool = False,
     wtw_centered: np.ndarray | None = None,
-    work_eps: float = _EPS64,
+    work_eps: float = EPS64,
 ) -> DLRResult:
     """Exact D_LR (both output kernels) for outputs ``F = Phi W^T + 1 b^T`` from feature moments and ``W^T W``,
     ``W^T b``, ``b^T b``.

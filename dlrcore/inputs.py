@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DLRInputError", "as_matrix", "check_finite", "check_finite_and_bound", "work_dtype_for"]
+__all__ = ["DLRInputError", "as_matrix", "check_finite", "check_finite_and_bound", "one_hot"]
 
 
 class DLRInputError(ValueError):
@@ -134,37 +134,32 @@ def looks_like_class_ids(outputs: Any) -> bool:
     return integral and (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
 
 
-#: Below this many stacked columns (p + C + label columns) "auto" multiplies in float64 even for float32 data:
-#: the products are then cheap next to the passes over the data, and float64 keeps D_LR near 0 accurate.
-FLOAT32_MIN_WIDTH = 128
+def one_hot(ids: np.ndarray, n_rows: int, num_classes: int) -> np.ndarray:
+    """The n x ``num_classes`` one-hot float64 targets of integer class ids, checked: 1-D, ``n_rows`` long, each
+    in ``[0, num_classes)``.
 
-PRECISIONS = ("auto", "float32", "float64")
-
-
-def work_dtype_for(*arrays: np.ndarray, precision: str = "auto", width: int | None = None) -> np.dtype:
-    """The dtype of the BLAS products.
-
-    ``"float64"`` and ``"float32"`` force it. ``"auto"`` takes float32 when every input is stored in 32 bits or
-    fewer and the stacked width is at least :data:`FLOAT32_MIN_WIDTH`, float64 otherwise.
+    Raises
+    ------
+    DLRInputError
+        Naming ``labels`` and what is wrong (shape, length, or the ids' range).
 
     Examples
     --------
-    >>> work_dtype_for(np.ones((3, 200), np.float32), width=200).name
-    'float32'
-    >>> work_dtype_for(np.ones((3, 4), np.float32), width=4).name
-    'float64'
+    >>> one_hot(np.array([0, 2]), 2, 3)
+    array([[1., 0., 0.],
+           [0., 0., 1.]])
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float64":
-        return np.dtype(np.float64)
-    if precision == "float32":
-        return np.dtype(np.float32)
-    if any(a.dtype.kind in "fc" and a.dtype.itemsize >= 8 for a in arrays):  # any byte order ('>f8' too)
-        return np.dtype(np.float64)
-    if width is not None and width < FLOAT32_MIN_WIDTH:
-        return np.dtype(np.float64)
-    return np.dtype(np.float32)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise DLRInputError(f"labels: expected 1-D integer class ids, got dtype {ids.dtype} and shape {ids.shape}")
+    if ids.shape[0] != n_rows:
+        raise DLRInputError(f"labels: {ids.shape[0]} rows but features have {n_rows}")
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise DLRInputError(
+            f"labels: class ids must lie in [0, {num_classes}), got range [{ids.min()}, {ids.max()}]"
+        )
+    y = np.zeros((n_rows, num_classes))
+    y[np.arange(n_rows), ids] = 1.0
+    return y
 
 
 def rejected_batch(

@@ -39,6 +39,8 @@ import threading
 
 import numpy as np
 
+from .checks import check_int
+
 __all__ = ["BACKEND", "backend", "num_threads", "set_num_threads", "shift_into", "shift_into_numpy"]
 
 _ENV_DISABLE = "DLRCORE_DISABLE_NUMBA"
@@ -193,8 +195,7 @@ def num_threads() -> int:
 
 def set_num_threads(count: int) -> None:
     """Split large inputs among ``count`` threads from now on (1: run on the calling thread only)."""
-    if int(count) != count or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
+    count = check_int(count, "count")
     with _lock:
         _THREADS[:] = [int(count)]
         _forget_pool()

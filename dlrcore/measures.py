@@ -21,18 +21,12 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .checks import check_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
-from .inputs import (
-    PRECISIONS,
-    DLRInputError,
-    as_matrix,
-    check_finite,
-    from_framework,
-    rejected_batch,
-    work_dtype_for,
-)
+from .inputs import DLRInputError, as_matrix, check_finite, from_framework, one_hot, rejected_batch
 from .moments import BadSegment, Moments
+from .precision import PRECISIONS, check_precision, work_dtype
 from .storage import (
     array_field,
     atomic_savez,
@@ -107,10 +101,9 @@ class CKAStats(Estimator):
 
     def __init__(self, *, precision: str = "auto", chunk_bytes: int = 0) -> None:
         self._init_lock()
-        self.precision = precision
-        self.chunk_bytes = int(chunk_bytes)
+        self.precision = check_precision(precision)
+        self.chunk_bytes = check_int(chunk_bytes, "chunk_bytes", minimum=0)
         self._mom: Moments | None = None
-        work_dtype_for(precision=precision)  # validates the name
 
     @property
     def n(self) -> int:
@@ -149,7 +142,7 @@ class CKAStats(Estimator):
             raise DLRInputError(f"zero columns: x has {a.shape[1]}, y has {b.shape[1]}")
         if self._mom is not None and self._mom.widths != (a.shape[1], b.shape[1]):
             raise DLRInputError(f"widths {(a.shape[1], b.shape[1])} differ from earlier batches {self._mom.widths}")
-        work = work_dtype_for(a, b, precision=self.precision, width=a.shape[1] + b.shape[1])
+        work = work_dtype([a.dtype, b.dtype], precision=self.precision, width=a.shape[1] + b.shape[1])
         if self._mom is not None and self._mom.work == np.float64:
             work = self._mom.work
         mom = self._mom or Moments([a.shape[1], b.shape[1]], work=work, chunk_bytes=self.chunk_bytes)
@@ -378,18 +371,14 @@ def nc1(features: Any, labels: Any, *, num_classes: int | None = None, precision
     """
     x = as_matrix(features, "features")
     ids = np.asarray(labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels"))
-    if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise DLRInputError(f"labels: expected 1-D integer class ids, got dtype {ids.dtype} and shape {ids.shape}")
-    if ids.shape[0] != x.shape[0]:
-        raise DLRInputError(f"labels: {ids.shape[0]} rows but features have {x.shape[0]}")
     if x.shape[0] < 2:
         raise DLRInputError(f"NC1 needs at least 2 samples, got n = {x.shape[0]}")
-    k = int(num_classes) if num_classes is not None else int(ids.max()) + 1
-    if ids.min() < 0 or ids.max() >= k:
-        raise DLRInputError(f"labels: class ids must lie in [0, {k}), got range [{ids.min()}, {ids.max()}]")
-    y = np.zeros((x.shape[0], k))
-    y[np.arange(x.shape[0]), ids] = 1.0
-    work = work_dtype_for(x, precision=precision, width=x.shape[1] + k)
+    if num_classes is not None:
+        k = check_int(num_classes, "num_classes")
+    else:
+        k = int(ids.max()) + 1 if ids.size and ids.dtype.kind in "iu" else 1
+    y = one_hot(ids, x.shape[0], k)
+    work = work_dtype([x.dtype], precision=precision, width=x.shape[1] + k)
     check_finite(x, "features")
     mo = Moments([x.shape[1], k], work=work)
     mo.stage([x, y])

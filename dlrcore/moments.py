@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.linalg import blas
 
+from .chan import chan_step
 from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "BadSegment", "Moments", "stage_capacity", "symmetric"]
@@ -457,8 +458,7 @@ class Moments:
         ``gf`` (float64, about the same center) replaces its exact block.
         """
         na = self.n
-        n = na + nb
-        d = np.asarray(mean_b, dtype=np.float64) - self.mean
+        step = chan_step(na, self.mean, nb, np.asarray(mean_b, dtype=np.float64))
         np.add(self.m, m_b, out=self.m)
         if gf is not None:
             c = self.cols(self.exact_block)
@@ -467,9 +467,8 @@ class Moments:
         if resid is not None and np.any(resid):
             blas.dsyr(-float(nb), resid, lower=0, a=self.m, overwrite_a=1)
         if na:
-            blas.dsyr(na * nb / n, d, lower=0, a=self.m, overwrite_a=1)
-        self.mean = self.mean + d * (nb / n)
-        self.n = n
+            blas.dsyr(step.weight, step.delta, lower=0, a=self.m, overwrite_a=1)
+        self.mean, self.n = step.mean, step.n
 
     # ------------------------------------------------------------------ merge, copy, access
     def merge(self, other: Moments) -> None:

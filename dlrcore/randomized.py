@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from .accumulate import Accumulator, block_rows, dtype_eps, dtype_name, validate_pair, work_dtype
+from .accumulate import Accumulator, block_rows, validate_pair
 from .backend import device_array, to_numpy
+from .checks import check_int
 from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import CLASS_ID_OUTPUTS, looks_like_class_ids
+from .precision import dtype_eps, dtype_name, work_dtype
 from .progress import Progress
 from .result import DLRResult
 from .sketch_algebra import (
@@ -96,13 +98,12 @@ def randomized_dlr(
     """
     check_sketch_params(rank, oversample, probes)
     check_output_kernel(output_kernel)
-    if int(power_iters) != power_iters or power_iters < 0:
-        raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
+    check_int(power_iters, "power_iters", minimum=0)
     xp, x, f = validate_pair(features, outputs, None, None)
     n, p = x.shape
     s1 = min(rank + oversample, p)
     rows = int(batch_rows) if batch_rows else block_rows(p, columns=s1 + int(probes))
-    work = work_dtype(xp, x.dtype, precision)
+    work = work_dtype([x.dtype, f.dtype], precision=precision, width=p + f.shape[1], xp=xp)
     data_eps = max(dtype_eps(x.dtype), dtype_eps(f.dtype))
     total_passes = int(power_iters) + 2
     bar = Progress(n * total_passes, "randomized D_LR", enabled=progress, unit="rows")

@@ -22,19 +22,17 @@ from .accumulate import (
     Scratch,
     block_rows,
     copy_accumulator,
-    dtype_eps,
-    dtype_name,
     explain_bad,
     row_blocks,
     validate_pair,
-    work_dtype,
 )
 from .backend import device_array, is_numpy, to_numpy
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
 from .exact import CENTER_LOGITS, check_output_kernel
-from .inputs import CLASS_ID_OUTPUTS, PRECISIONS, DLRInputError, looks_like_class_ids
+from .inputs import CLASS_ID_OUTPUTS, DLRInputError, looks_like_class_ids
 from .method_choice import available_memory, choose_method, exact_memory_bytes, method_for_widths
+from .precision import PRECISIONS, check_precision, dtype_eps, dtype_name, work_dtype
 from .progress import Progress
 from .randomized import randomized_dlr
 from .result import DLRResult
@@ -131,8 +129,7 @@ class DLRSketch(Estimator):
     ) -> None:
         self._init_lock()
         check_sketch_params(rank, oversample, probes)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         self.rank, self.oversample, self.probes = int(rank), int(oversample), int(probes)
         self.seed, self.precision = int(seed), precision
         self._acc: Accumulator | None = None
@@ -185,7 +182,7 @@ class DLRSketch(Estimator):
         xp, x, f = validate_pair(features, outputs, self._p, self._C)
         acc = self._acc
         if acc is None:
-            work = work_dtype(xp, x.dtype, self.precision)
+            work = work_dtype([x.dtype, f.dtype], precision=self.precision, width=x.shape[1] + f.shape[1], xp=xp)
             omega = self._omega(x.shape[1])
             cross = exact_cross(f.shape[1], omega.shape[1])
             acc = Accumulator(

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.linalg
 
 from .backend import is_numpy
+from .checks import check_int
 from .exact import (
     CENTER_LOGITS,
     KernelTerms,
@@ -95,12 +96,9 @@ def gaussian_test_matrix(seed: int, shape: tuple[int, int], stream: int) -> np.n
 
 
 def check_sketch_params(rank: int, oversample: int, probes: int) -> None:
-    if int(rank) != rank or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    if int(oversample) != oversample or oversample < 0:
-        raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
-    if int(probes) != probes or probes < 4:
-        raise ValueError(f"probes must be an integer >= 4 (the error estimate needs a sample variance), got {probes!r}")
+    check_int(rank, "rank")
+    check_int(oversample, "oversample", minimum=0)
+    check_int(probes, "probes", minimum=4, why="the error estimate needs a sample variance")
 
 
 # ---------------------------------------------------------------------------------------------- estimator

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .checks import check_choice
 from .exact import effective_rank
 from .inputs import DLRInputError
+from .precision import EPS64
 from .result import DLRResult
 
 __all__ = ["Spectrum", "in_data_units", "spectrum_from_moments", "top_eigh"]
 
-_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _array_field(a: np.ndarray | None) -> list[float] | None:
@@ -214,7 +215,7 @@ def top_eigh(
         e = m[:, j : j + step] - qt @ q[j : j + step].T
         sq += float(np.einsum("ij,ij->", e, e))
     norm_m = math.sqrt(float(np.einsum("ij,ij->", m, m)))
-    bound = math.sqrt(sq) + 10.0 * p * _EPS64 * norm_m
+    bound = math.sqrt(sq) + 10.0 * p * EPS64 * norm_m
     return theta[:k], q @ w[:, :k], bound
 
 
@@ -273,8 +274,7 @@ def spectrum_from_moments(
     -------
     Spectrum
     """
-    if method not in ("exact", "randomized"):
-        raise ValueError(f"method must be 'exact' or 'randomized', got {method!r}")
+    check_choice(method, "method", ("exact", "randomized"))
     p = m_pp.shape[0]
     k_max = max(min(p, n - 1), 1)
     if k is None:

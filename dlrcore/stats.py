@@ -17,26 +17,26 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from .accumulate import Accumulator, BadBatch, dtype_eps, dtype_name, explain_bad, validate_pair
+from .accumulate import Accumulator, BadBatch, explain_bad, validate_pair
 from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
+from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
 from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
     CLASS_ID_OUTPUTS,
-    FLOAT32_MIN_WIDTH,
-    PRECISIONS,
     DLRInputError,
     as_matrix,
     check_finite,
     from_framework,
     looks_like_class_ids,
+    one_hot,
     rejected_batch,
-    work_dtype_for,
 )
 from .measures import NC1Result, nc1_from_moments
 from .moments import BadSegment, Moments, symmetric
+from .precision import PRECISIONS, check_precision, dtype_eps, dtype_name, work_dtype
 from .result import Baseline, DLRResult
 from .scaling import max_abs, new_exponent, out_of_window, scale_array
 from .spectral import Spectrum, in_data_units, spectrum_from_moments
@@ -112,13 +112,9 @@ class DLRStats(Estimator):
         chunk_bytes: int = 0,
     ) -> None:
         self._init_lock()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.precision = precision
-        self.num_classes = None if num_classes is None else int(num_classes)
-        self.chunk_bytes = int(chunk_bytes)
+        self.precision = check_precision(precision)
+        self.num_classes = check_optional_int(num_classes, "num_classes")
+        self.chunk_bytes = check_int(chunk_bytes, "chunk_bytes", minimum=0)
         self._p: int | None = None
         self._C: int | None = None
         self._cy: int | None = None  # label width; 0 = no labels
@@ -235,13 +231,7 @@ class DLRStats(Estimator):
                     raise DLRInputError(
                         "labels: integer class ids need num_classes (DLRStats(num_classes=...)) when C = 1"
                     )
-            if raw.shape[0] != n_rows:
-                raise DLRInputError(f"labels: {raw.shape[0]} rows but features have {n_rows}")
-            if raw.size and (raw.min() < 0 or raw.max() >= k):
-                raise DLRInputError(f"labels: class ids must lie in [0, {k}), got range [{raw.min()}, {raw.max()}]")
-            y = np.zeros((n_rows, k))
-            y[np.arange(n_rows), raw] = 1.0
-            return y, "classes"
+            return one_hot(raw, n_rows, k), "classes"
         y = as_matrix(raw, "labels", allow_1d=True)
         if y.shape[0] != n_rows:
             raise DLRInputError(f"labels: {y.shape[0]} rows but features have {n_rows}")
@@ -310,7 +300,7 @@ class DLRStats(Estimator):
                 raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
         data = [a for a in (x, f) if a is not None]
         width = p + (0 if f is None else f.shape[1]) + (0 if y is None else y.shape[1])
-        work = work_dtype_for(*data, precision=self.precision, width=width)
+        work = work_dtype([a.dtype for a in data], precision=self.precision, width=width)
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
         saved = {k: getattr(self, k) for k in _FIRST_BATCH_STATE}
@@ -367,11 +357,8 @@ class DLRStats(Estimator):
             if self._label_kind not in (None, "none"):
                 raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
         width = x.shape[1] + f.shape[1] + (0 if y is None else y.shape[1])
-        low = dtype_eps(x.dtype) > 1e-15 and dtype_eps(f.dtype) > 1e-15
-        want64 = self.precision == "float64" or (self.precision == "auto" and (not low or width < FLOAT32_MIN_WIDTH))
-        if self._work is not None and self._work == np.float64:
-            want64 = True
-        work = xp.float64 if want64 else xp.float32
+        precision = "float64" if self._work is not None and self._work == np.float64 else self.precision  # never down
+        work = work_dtype([x.dtype, f.dtype], precision=precision, width=width, xp=xp)
         dev = self._dev
         if dev is not None and dev.xp is not xp and not (is_numpy(dev.xp) and is_numpy(xp)):
             raise DLRInputError("this batch comes from another array library than earlier device batches")

@@ -10,8 +10,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "dlrcore"
 
 LAYERS: dict[str, list[str]] = {
-    "arrays": ["inputs", "backend", "scaling", "kernels", "concurrency", "progress", "storage", "extras"],
-    "state": ["moments", "accumulate"],
+    "arrays": [
+        "checks", "precision", "inputs", "backend", "scaling", "kernels", "concurrency", "progress", "storage",
+        "extras",
+    ],
+    "state": ["chan", "moments", "accumulate"],
     "results": ["result"],
     "algebra": ["exact", "spectral", "baseline", "sketch_algebra"],
     "estimators": [
