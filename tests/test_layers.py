@@ -18,7 +18,8 @@ LAYERS: dict[str, list[str]] = {
     "results": ["result"],
     "algebra": ["exact", "spectral", "baseline", "sketch_algebra"],
     "estimators": [
-        "estimator", "stats", "sketch", "randomized", "method_choice", "measures", "device_exact", "__init__",
+        "estimator", "stats", "sketch", "randomized", "method_choice", "measures", "device_exact", "functions",
+        "__init__",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
     "front": ["cli", "plot", "dask", "demo", "__main__", "adapters"],

@@ -94,3 +94,21 @@ def test_chan_step_matches_the_mean_and_comoment_of_the_union(n_a, n_b, seed):
 def test_chan_step_refuses_two_empty_sets():
     with pytest.raises(ValueError, match="two empty"):
         chan_step(0, np.zeros(2), 0, np.zeros(2))
+
+
+def test_package_namespace_is_re_exports_and_old_names_still_import():
+    import ast
+    from pathlib import Path
+
+    import dlrcore
+    from dlrcore import DEFAULT_RANK, choose_method, exact_arrays, sketch_arrays  # names it carried before
+    from dlrcore.device_exact import exact_arrays as home
+    from dlrcore.sketch import DEFAULT_RANK as rank
+
+    assert exact_arrays is home and rank == DEFAULT_RANK and callable(choose_method) and callable(sketch_arrays)
+    assert dlrcore.METHODS == ("exact", "randomized", "sketch", "auto")
+    tree = ast.parse(Path(dlrcore.__file__).read_text())
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == ["__getattr__"], f"dlrcore/__init__.py should hold re-exports only, defines {defined}"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dlrcore.nope  # noqa: B018
