@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .backend import astype, is_numpy, prepare, to_numpy
+from .backend import astype, device_array, is_numpy, prepare, to_numpy
 from .chan import chan_step
 from .inputs import DLRInputError, check_finite_and_bound
-from .moments import _fused_kernel
+from .moments import Moments, _fused_kernel
+from .precision import dtype_name
 from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
 
 __all__ = [
@@ -105,6 +106,45 @@ class Accumulator:
         self.exp_x = self.exp_f = 0
         self.fixed_x = self.fixed_f = False
         self.label_shift = 0  # DLRStats' device path: labels appended to x were multiplied by 2**label_shift
+
+    @classmethod
+    def stacked(cls, xp: ModuleType, work: Any, x: Any, *, labelled: bool) -> Accumulator:
+        """An exact accumulator (identity ``Omega``) of ``[features, labels]`` against the outputs, for
+        :class:`~dlrcore.DLRStats`' device batches. Labels share the features' exponent in the stacked block, so
+        they are multiplied by ``2**label_shift``, about the features' magnitude of the first batch ``x``."""
+        acc = cls(xp, None, work, need_z=False, need_ff=True, need_cross=True)
+        amax = max_abs(x, xp) if labelled else 0.0
+        lim = 100 if dtype_name(work) == "float32" else 1000
+        acc.label_shift = min(max(math.frexp(amax)[1], -lim), lim) if math.isfinite(amax) and amax > 0 else 0
+        return acc
+
+    def with_labels(self, x: Any, y: np.ndarray | None) -> Any:
+        """``[x, y 2**label_shift]`` on ``x``'s device, in the work precision (``x`` alone without labels)."""
+        if y is None:
+            return x
+        xp = self.xp
+        yd = astype(xp, device_array(xp, y, x), self.work) * (2.0**self.label_shift)
+        return xp.concat([astype(xp, x, self.work), yd], axis=1)
+
+    def to_moments(self, p: int, C: int, cy: int, chunk_bytes: int = 0) -> Moments:
+        """The host :class:`~dlrcore.moments.Moments` of blocks ``[features (p), outputs (C), labels (cy)]`` of a
+        :meth:`stacked` accumulator: one transfer of the (p + C + cy)^2 moments."""
+        g, mfp, mff = to_numpy(self.y), to_numpy(self.mfp), to_numpy(self.mff)
+        mx, mf = to_numpy(self.mean_x), to_numpy(self.mean_f)
+        q = p + C + cy
+        m = np.zeros((q, q))  # only the upper triangle is read
+        fx, ff, ly = slice(0, p), slice(p, p + C), slice(p + C, q)
+        m[fx, fx] = g[:p, :p]
+        m[fx, ff] = mfp[:, :p].T
+        m[ff, ff] = mff
+        if cy:
+            m[fx, ly] = g[:p, p:]
+            m[ff, ly] = mfp[:, p:]
+            m[ly, ly] = g[p:, p:]
+        mean = np.concatenate([mx[:p], mf, mx[p:]])
+        mom = Moments([p, C, cy], work=np.dtype(dtype_name(self.work)), exact_block=1, chunk_bytes=chunk_bytes)
+        mom.load_arrays(self.n, mean, m, [self.exp_x, self.exp_f, self.exp_x - self.label_shift])
+        return mom
 
     def __getstate__(self) -> dict[str, Any]:
         # the array namespace is a module, which pickle refuses: keep its import name

@@ -9,16 +9,14 @@ memory whatever the number of samples.
 from __future__ import annotations
 
 import copy
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas
 
 from .accumulate import Accumulator, BadBatch, explain_bad, validate_pair
-from .backend import astype, device_array, is_device_input, is_numpy, to_numpy
+from .backend import is_device_input, is_numpy, to_numpy
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
 from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
@@ -28,31 +26,28 @@ from .inputs import (
     CLASS_ID_OUTPUTS,
     DLRInputError,
     as_matrix,
-    check_finite,
     from_framework,
     looks_like_class_ids,
     one_hot,
     rejected_batch,
 )
 from .measures import NC1Result, nc1_from_moments
-from .moments import BadSegment, Moments, symmetric
+from .moments import BadSegment, Moments
 from .precision import PRECISIONS, check_precision, dtype_eps, dtype_name, work_dtype
 from .result import Baseline, DLRResult
-from .scaling import max_abs, new_exponent, out_of_window, scale_array
 from .spectral import Spectrum, in_data_units, spectrum_from_moments
 from .storage import (
-    SCALE_EXPONENT_LIMIT,
     array_field,
     atomic_savez,
     bool_field,
     check_comoment,
     float_field,
-    int_array_field,
     int_field,
     read_npz,
     scale_exponents_field,
     str_field,
 )
+from .weights_head import WeightsHead
 
 __all__ = ["FORMAT_VERSION", "DLRStats"]
 
@@ -64,11 +59,6 @@ _MAGIC = "dlrcore.DLRStats"
 _BLOCK_NAMES = ("features", "outputs", "labels")
 
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal up to the rounding of how ``W^T W`` was summed (dlrcore versions sum it in different orders)."""
-    return a.shape == b.shape and bool(np.abs(a - b).max(initial=0.0) <= 1e-12 * np.abs(a).max(initial=0.0))
 
 
 class DLRStats(Estimator):
@@ -122,60 +112,16 @@ class DLRStats(Estimator):
         self._mom: Moments | None = None  # blocks [features, outputs (width 0 in weights mode), labels]
         self._data_eps = 0.0
         self._weights = weight is not None
-        self._dev: Any = None  # Accumulator of device batches (CuPy, array-API), folded into _mom on demand
-        self._wtw = self._wtb = self._wtw_c = None
-        self._btb = 0.0
-        self._wb_exp = (0, 0)  # W^T W, W^T b, b^T b are of W * 2**-e_W and b * 2**-e_b (dlrcore.scaling)
+        self._dev: Accumulator | None = None  # device batches (CuPy, array-API), folded into _mom on demand
+        self._head: WeightsHead | None = None
         self._class_id_outputs = False  # some batch passed one integer column as outputs
         if weight is None:
             if bias is not None:
                 raise DLRInputError("bias was given without weight")
             return
-        self._set_weights(weight, bias)
-
-    # ------------------------------------------------------------------ weights
-    def _set_weights(self, weight: Any, bias: Any) -> None:
-        w = as_matrix(weight, "weight")
-        if w.shape[0] < 1 or w.shape[1] < 1:
-            raise DLRInputError(f"weight: expected a C x p matrix with C, p >= 1, got shape {w.shape}")
-        check_finite(w, "weight")
-        C, p = w.shape
-        if bias is None:
-            b = np.zeros(C)
-        else:
-            b = as_matrix(bias, "bias", allow_1d=True)
-            if b.shape[1] != 1 or b.shape[0] != C:
-                raise DLRInputError(f"bias: expected shape ({C},) to match weight {w.shape}, got {b.shape}")
-            check_finite(b, "bias")
-            b = b[:, 0].astype(np.float64)
-        # W and b each scaled by a power of two, so that W^T W, W^T b and b^T b stay inside the float64 range
-        ew = new_exponent(max_abs(w), 0, np.float64, fixed=False)
-        eb = new_exponent(max_abs(b), 0, np.float64, fixed=False)
-        b = scale_array(b, eb)
-        # W^T W in float64, a few thousand rows of W at a time (never a C x C matrix, never all of W in float64), in
-        # one pass over W: each block's rows about the block's own mean, merged by Chan's update into the
-        # class-centered W^T (I - 1 1^T / C) W (for D_half with centered logits); then W^T W = that + C m m^T with
-        # m the mean row, a sum of positive semi-definite terms (no cancellation either way)
-        step = max(1, (64 * 2**20) // (8 * p))
-        m = np.zeros(p)
-        wtw_c = np.zeros((p, p))
-        wtb = np.zeros(p)
-        seen = 0
-        for i in range(0, C, step):
-            wi = scale_array(np.asarray(w[i : i + step], dtype=np.float64), ew)
-            mb = wi.mean(axis=0)
-            wtw_c += symmetric(blas.dsyrk(1.0, (wi - mb).T, trans=0, lower=0))
-            d, total = mb - m, seen + wi.shape[0]
-            if seen:
-                wtw_c += (seen * wi.shape[0] / total) * np.outer(d, d)
-            m += d * (wi.shape[0] / total)
-            seen = total
-            wtb += wi.T @ b[i : i + step]
-        self._wtw, self._wtw_c = wtw_c + C * np.outer(m, m), wtw_c
-        self._wtb, self._btb = wtb, float(b @ b)
-        self._wb_exp = (ew, eb)
-        self._p, self._C = p, C
-        self._data_eps = max(self._data_eps, float(np.finfo(w.dtype).eps))
+        self._head = WeightsHead.from_arrays(weight, bias)
+        self._p, self._C = self._head.p, self._head.C
+        self._data_eps = self._head.eps
 
     # ------------------------------------------------------------------ properties
     @property
@@ -218,6 +164,21 @@ class DLRStats(Estimator):
         return f"mode={mode}, labels={self._label_kind or 'undecided'}, work={self._work}"
 
     # ------------------------------------------------------------------ update
+    def _label_block(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray | None, str]:
+        """The label block of a batch and its kind, checked against earlier batches (see :meth:`_labels_matrix`)."""
+        if labels is None:
+            if self._label_kind not in (None, "none"):
+                raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
+            return None, "none"
+        y, kind = self._labels_matrix(labels, n_rows, c_out)
+        if self._label_kind == "none":
+            raise DLRInputError("labels: earlier batches had no labels; give labels for every batch or none")
+        if self._label_kind not in (None, kind):
+            raise DLRInputError(f"labels: earlier batches gave {self._label_kind}, this one gives {kind}")
+        if self._cy is not None and self._cy != y.shape[1]:
+            raise DLRInputError(f"labels: {y.shape[1]} columns, but earlier batches had {self._cy}")
+        return y, kind
+
     def _labels_matrix(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray, str]:
         """Turn labels into an n x C_y target matrix (one-hot for integer class ids)."""
         raw = labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels")
@@ -286,18 +247,7 @@ class DLRStats(Estimator):
                 raise DLRInputError("outputs: zero columns (C = 0)")
             if self._C is not None and f.shape[1] != self._C:
                 raise DLRInputError(f"outputs: {f.shape[1]} columns, but the statistics hold C = {self._C}")
-        if labels is not None:
-            y, kind = self._labels_matrix(labels, nb, self._C if f is None else f.shape[1])
-            if self._label_kind not in (None, "none", kind):
-                raise DLRInputError(f"labels: earlier batches gave {self._label_kind}, this one gives {kind}")
-            if self._cy is not None and self._cy != y.shape[1]:
-                raise DLRInputError(f"labels: {y.shape[1]} columns, but earlier batches had {self._cy}")
-            if self._label_kind == "none":
-                raise DLRInputError("labels: earlier batches had no labels; give labels for every batch or none")
-        else:
-            y, kind = None, "none"
-            if self._label_kind not in (None, "none"):
-                raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
+        y, kind = self._label_block(labels, nb, self._C if f is None else f.shape[1])
         data = [a for a in (x, f) if a is not None]
         width = p + (0 if f is None else f.shape[1]) + (0 if y is None else y.shape[1])
         work = work_dtype([a.dtype for a in data], precision=self.precision, width=width)
@@ -344,18 +294,8 @@ class DLRStats(Estimator):
         p, C = self._p, self._C
         xp, x, f = validate_pair(features, outputs, p, C)
         nb = x.shape[0]
-        if labels is not None:
-            y, kind = self._labels_matrix(
-                labels if not hasattr(labels, "__array_namespace__") else to_numpy(labels), nb, f.shape[1]
-            )
-            if self._label_kind not in (None, kind):
-                raise DLRInputError(f"labels: earlier batches gave {self._label_kind}, this one gives {kind}")
-            if self._cy is not None and self._cy != y.shape[1]:
-                raise DLRInputError(f"labels: {y.shape[1]} columns, but earlier batches had {self._cy}")
-        else:
-            y, kind = None, "none"
-            if self._label_kind not in (None, "none"):
-                raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
+        on_host = labels if labels is None or not hasattr(labels, "__array_namespace__") else to_numpy(labels)
+        y, kind = self._label_block(on_host, nb, f.shape[1])
         width = x.shape[1] + f.shape[1] + (0 if y is None else y.shape[1])
         precision = "float64" if self._work is not None and self._work == np.float64 else self.precision  # never down
         work = work_dtype([x.dtype, f.dtype], precision=precision, width=width, xp=xp)
@@ -364,18 +304,9 @@ class DLRStats(Estimator):
             raise DLRInputError("this batch comes from another array library than earlier device batches")
         if dev is None or dtype_name(dev.work) != dtype_name(work):
             self._sync()
-            dev = Accumulator(xp, None, work, need_z=False, need_ff=True, need_cross=True)
-            # labels share the features' exponent in [features, labels]: give them the features' magnitude, as a
-            # power of two 2**label_shift (their stored exponent is then the features' minus label_shift)
-            amax = max_abs(x, xp) if y is not None else 0.0
-            lim = 100 if dtype_name(work) == "float32" else 1000
-            dev.label_shift = min(max(math.frexp(amax)[1], -lim), lim) if math.isfinite(amax) and amax > 0 else 0
-        z = x
-        if y is not None:
-            yd = astype(xp, device_array(xp, y, x), work) * (2.0 ** dev.label_shift)
-            z = xp.concat([astype(xp, x, work), yd], axis=1)
+            dev = Accumulator.stacked(xp, work, x, labelled=y is not None)
         try:
-            parts = dev.batch(z, f)
+            parts = dev.batch(dev.with_labels(x, y), f)
         except BadBatch as bad:
             raise explain_bad(xp, x, f, str(bad)) from None
         dev.add(parts)
@@ -393,23 +324,7 @@ class DLRStats(Estimator):
         dev, self._dev = self._dev, None
         if dev is None or dev.n == 0:
             return
-        p, C, cy = int(self._p), int(self._C), int(self._cy or 0)
-        g, mfp, mff = to_numpy(dev.y), to_numpy(dev.mfp), to_numpy(dev.mff)
-        mx, mf = to_numpy(dev.mean_x), to_numpy(dev.mean_f)
-        q = p + C + cy
-        m = np.zeros((q, q))
-        fx, ff, ly = slice(0, p), slice(p, p + C), slice(p + C, q)
-        m[fx, fx] = g[:p, :p]
-        m[fx, ff] = mfp[:, :p].T
-        m[ff, ff] = mff
-        if cy:
-            m[fx, ly] = g[:p, p:]
-            m[ff, ly] = mfp[:, p:]
-            m[ly, ly] = g[p:, p:]
-        mean = np.concatenate([mx[:p], mf, mx[p:]])
-        mom = Moments([p, C, cy], work=np.dtype(dtype_name(dev.work)), exact_block=1, chunk_bytes=self.chunk_bytes)
-        # only the upper triangle is read
-        mom.load_arrays(dev.n, mean, m, [dev.exp_x, dev.exp_f, dev.exp_x - dev.label_shift])
+        mom = dev.to_moments(int(self._p or 0), int(self._C or 0), int(self._cy or 0), self.chunk_bytes)
         if self._mom is None:
             self._mom = mom
         else:
@@ -434,9 +349,7 @@ class DLRStats(Estimator):
                 raise DLRInputError(f"cannot merge statistics of different {label}: {a} vs {b}")
         if self._label_kind and other._label_kind and self._label_kind != other._label_kind and other.n and self.n:
             raise DLRInputError(f"cannot merge labels of kind {self._label_kind!r} with {other._label_kind!r}")
-        if self._weights and not (
-            _same(self._wtw, other._wtw) and _same(self._wtb, other._wtb) and self._wb_exp == other._wb_exp
-        ):
+        if self._head is not None and other._head is not None and not self._head.same_as(other._head):
             raise DLRInputError("cannot merge statistics built with different weight or bias")
 
     def merge(self, other: DLRStats) -> DLRStats:
@@ -466,9 +379,7 @@ class DLRStats(Estimator):
         self._sync()
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
-        for name in ("_wtw", "_wtb", "_wtw_c"):
-            v = getattr(self, name)
-            setattr(out, name, None if v is None else v.copy())
+        out._head = None if self._head is None else self._head.copy()
         return out
 
     # ------------------------------------------------------------------ results
@@ -555,8 +466,8 @@ class DLRStats(Estimator):
         eps_prod = float(np.finfo(mo.work).eps)
         feature_tol = 100.0 * eps_prod
         kernel = dict(output_kernel=output_kernel, center_logits=center_logits, work_eps=eps_prod)
-        if self._weights:
-            wtw, wtb, btb, wtw_c = self._weights_scaled(mo.block_exponent(0))
+        if self._head is not None:
+            wtw, wtb, btb, wtw_c = self._head.scaled(mo.block_exponent(0))
             res = dlr_from_weight_moments(
                 n=mo.n,
                 mean_phi=mo.block_mean(0),
@@ -589,34 +500,6 @@ class DLRStats(Estimator):
         if baseline:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
         return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
-
-    def _normalize_weights(self) -> None:
-        """Bring ``W^T W`` and ``b^T b`` read from a file into the window (exactly, by powers of two)."""
-        dw = out_of_window(math.sqrt(max(float(np.max(np.diagonal(self._wtw))), 0.0))) if self._wtw.size else 0
-        db = out_of_window(math.sqrt(self._btb))
-        if dw or db:
-            self._wtw = np.ldexp(self._wtw, np.int32(-2 * dw))
-            self._wtw_c = None if self._wtw_c is None else np.ldexp(self._wtw_c, np.int32(-2 * dw))
-            self._wtb = np.ldexp(self._wtb, np.int32(-dw - db))
-            self._btb = math.ldexp(self._btb, -2 * db)
-            self._wb_exp = (self._wb_exp[0] + dw, self._wb_exp[1] + db)
-
-    def _weights_scaled(self, e: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
-        """``W^T W``, ``W^T b``, ``b^T b`` and the class-centered ``W^T W`` for features stored scaled by ``2**-e``.
-
-        With the weight and bias stored as ``W_s = W 2**-e_W`` and ``b_s = b 2**-e_b``,
-        ``F 2**-(e + e_W + d) = (Phi 2**-e) (W_s 2**-d)^T + 1 (b_s 2**(g - d))^T`` with ``g = e_b - e - e_W``:
-        the bias is scaled against the features and the weight, and ``d >= 0`` scales the weight down only as far as
-        keeps the bias inside the float64 range (a bias that large dwarfs ``W^T W``, which may then round to zero,
-        as it should).
-        """
-        ew, eb = self._wb_exp
-        g = eb - e - ew
-        d = max(0, g - 128) if self._btb > 0 else 0
-        with np.errstate(under="ignore"):
-            wtw = np.ldexp(self._wtw, np.int32(-2 * d))
-            wtw_c = None if self._wtw_c is None else np.ldexp(self._wtw_c, np.int32(-2 * d))
-            return wtw, np.ldexp(self._wtb, np.int32(g - 2 * d)), math.ldexp(self._btb, 2 * (g - d)), wtw_c
 
     @locked
     def baseline(
@@ -730,8 +613,8 @@ class DLRStats(Estimator):
             power_iters=power_iters,
             seed=seed,
         )
-        if self._weights:
-            spec = spectrum_from_moments(wtw=self._weights_scaled(mo.block_exponent(0))[0], **common)
+        if self._head is not None:
+            spec = spectrum_from_moments(wtw=self._head.scaled(mo.block_exponent(0))[0], **common)
         else:
             spec = spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
         return in_data_units(spec, mo.block_exponent(0))
@@ -777,10 +660,8 @@ class DLRStats(Estimator):
         }
         if self._mom is not None:
             meta.update(self._mom.state_arrays())
-        if self._weights:
-            meta.update(wtw=self._wtw, wtb=self._wtb, btb=np.array(self._btb), weight_exponents=np.array(self._wb_exp))
-            if self._wtw_c is not None:
-                meta.update(wtw_centered=self._wtw_c)
+        if self._head is not None:
+            meta.update(self._head.state_arrays())
         return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
 
     @classmethod
@@ -810,25 +691,9 @@ class DLRStats(Estimator):
         if n and st._label_kind == "classes" and not st._cy:
             raise DLRInputError(f"{path}: damaged file, class labels of width {st._cy}")
         if st._weights:
-            p = st._p or 0
-            st._wtw = array_field(data, "wtw", path, (p, p))
-            check_comoment(st._wtw, "wtw", path)
-            st._wtb = array_field(data, "wtb", path, (p,))
-            st._btb = float_field(data, "btb", path, least=0.0)
-            if "weight_exponents" in data:  # absent in files written before the weights were scaled
-                lim = SCALE_EXPONENT_LIMIT
-                ew, eb = int_array_field(data, "weight_exponents", path, 2, least=-lim, most=lim)
-                st._wb_exp = (ew, eb)
-            st._normalize_weights()
-            bound = np.sqrt(np.clip(np.diagonal(st._wtw), 0.0, None)) * math.sqrt(st._btb)
-            if not np.all(np.abs(st._wtb) <= bound * (1.0 + 1e-6) + 1e-300):
-                raise DLRInputError(
-                    f"{path}: damaged file, field 'wtb' breaks |W^T b| <= |W| |b| against 'wtw' and 'btb' (these "
-                    "cannot come from one weight and bias)"
-                )
-            if "wtw_centered" in data:
-                st._wtw_c = array_field(data, "wtw_centered", path, (p, p))
-                check_comoment(st._wtw_c, "wtw_centered", path)
+            if st._p is None or st._p < 1 or st._C is None or st._C < 1:
+                raise DLRInputError(f"{path}: damaged file, weights mode with widths p={st._p}, C={st._C}")
+            st._head = WeightsHead.from_state(data, path, st._C, st._p)
         if n:
             c = st._c_out
             q = st._p + c + st._cy

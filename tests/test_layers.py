@@ -14,7 +14,7 @@ LAYERS: dict[str, list[str]] = {
         "checks", "precision", "inputs", "backend", "scaling", "kernels", "concurrency", "progress", "storage",
         "extras",
     ],
-    "state": ["chan", "moments", "accumulate"],
+    "state": ["chan", "folded_moments", "moments", "accumulate", "weights_head"],
     "results": ["result"],
     "algebra": ["exact", "spectral", "baseline", "sketch_algebra"],
     "estimators": [
@@ -22,7 +22,7 @@ LAYERS: dict[str, list[str]] = {
         "__init__",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
-    "front": ["cli", "plot", "dask", "demo", "__main__", "adapters"],
+    "front": ["cli", "plot", "dask", "dask_tasks", "demo", "__main__", "adapters"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {module: ORDER.index(layer) for layer, modules in LAYERS.items() for module in modules}
