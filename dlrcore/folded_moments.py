@@ -159,7 +159,7 @@ class FoldedMoments:
                 "scale_exponents": self.exponents.copy()}
 
     def load_arrays(
-        self, n: int, mean: np.ndarray, comoment: np.ndarray, exponents: np.ndarray | None = None
+        self, n: int, mean: np.ndarray, comoment: np.ndarray, exponents: Sequence[int] | np.ndarray | None = None
     ) -> None:
         """Restore a state written by :meth:`state_arrays` (``exponents`` None: all zero)."""
         mean = np.asarray(mean, dtype=np.float64)
