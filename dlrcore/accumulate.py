@@ -20,7 +20,7 @@ import numpy as np
 
 from .backend import astype, device_array, is_numpy, prepare, to_numpy
 from .chan import chan_step
-from .inputs import DLRInputError, check_finite_and_bound
+from .inputs import DLRInputError, check_batch, check_finite_and_bound
 from .moments import Moments, _fused_kernel
 from .precision import dtype_name
 from .scaling import max_abs, new_exponent, out_of_window, scale_array, suspicious
@@ -378,16 +378,7 @@ def validate_pair(x: Any, f: Any, p: int | None, C: int | None) -> tuple[ModuleT
     xf, f = prepare(f, "outputs", allow_1d=True)
     if xf is not xp and not (is_numpy(xf) and is_numpy(xp)):
         raise DLRInputError("features and outputs must come from the same array library (and device)")
-    if x.shape[0] != f.shape[0]:
-        raise DLRInputError(f"features have {x.shape[0]} rows but outputs have {f.shape[0]}: mismatched n")
-    if x.shape[0] == 0:
-        raise DLRInputError("empty batch: features have 0 rows")
-    if x.shape[1] < 1 or f.shape[1] < 1:
-        raise DLRInputError(f"features and outputs need at least one column, got {x.shape} and {f.shape}")
-    if p is not None and x.shape[1] != p:
-        raise DLRInputError(f"features: expected {p} columns like earlier batches, got {x.shape[1]}")
-    if C is not None and f.shape[1] != C:
-        raise DLRInputError(f"outputs: expected {C} columns like earlier batches, got {f.shape[1]}")
+    check_batch(tuple(x.shape), tuple(f.shape), p=p, C=C)
     return xp, x, f
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .checks import check_int
-from .exact import CENTER_LOGITS, check_center_logits, dlr_from_moments, dlr_from_weight_moments
+from .exact import dlr_from_moments, dlr_from_weight_moments
+from .output_kernels import CENTER_LOGITS, check_center_logits
 from .precision import EPS64
 from .result import Baseline
 

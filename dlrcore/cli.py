@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from . import __version__
 from .arrayfiles import accumulate_files
-from .exact import CENTER_LOGITS, OUTPUT_KERNELS
 from .inputs import DLRInputError
+from .output_kernels import CENTER_LOGITS, OUTPUT_KERNELS
 from .result import READING
 from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
 from .spectral import Spectrum

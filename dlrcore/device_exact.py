@@ -12,8 +12,9 @@ from typing import Any
 from .accumulate import Accumulator, block_rows, validate_pair
 from .backend import to_numpy
 from .baseline import random_readout_baseline
-from .exact import CENTER_LOGITS, dlr_from_moments
+from .exact import dlr_from_moments
 from .inputs import CLASS_ID_OUTPUTS, looks_like_class_ids
+from .output_kernels import CENTER_LOGITS
 from .precision import dtype_eps, dtype_name, work_dtype
 
 __all__ = ["exact_arrays"]

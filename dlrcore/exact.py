@@ -19,12 +19,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.linalg
 
-from .checks import check_choice
+from .eigen import effective_rank, eigen_rank, eigh_desc, rank_cut
 from .inputs import DLRInputError
+from .output_kernels import (
+    CENTER_LOGITS,
+    CENTERED_ERROR_WARN,
+    OUTPUT_KERNELS,
+    KernelTerms,
+    SqrtKernel,
+    check_center_logits,
+    check_centered_trace,
+    check_centering,
+    check_output_kernel,
+    class_centering,
+    sqrt_kernel,
+    sqrt_tolerance,
+)
+from .output_span import OutputSpan, default_rtol, output_span, rank_resolution, resolve_rtol
 from .precision import EPS64
 from .result import DLRResult
 
@@ -52,13 +67,6 @@ FEATURE_RANK_MAX_P = 1024
 #: Anisotropy warning threshold: effective rank of the centered outputs below this share of the kept directions.
 ANISOTROPY_RATIO = 0.5
 
-#: The output kernels: ``"span"`` (the paper's literal D_LR) and ``"sqrt"`` (D_half); see docs/output-kernel.md.
-OUTPUT_KERNELS = ("span", "sqrt")
-
-#: Default of ``center_logits`` (class-centering the logits before D_half); the measurements behind the choice are
-#: in docs/output-kernel.md.
-CENTER_LOGITS = False
-
 #: The literal D_LR reading more than this above D_half earns a warning that names D_half.
 DISAGREEMENT = 0.1
 
@@ -67,275 +75,6 @@ DISAGREEMENT = 0.1
 #: docs/output-kernel.md): above this share of the feature rank (or p) a D_half reading earns a warning pointing to
 #: the random-readout baseline.
 WIDE_OUTPUT_RATIO = 0.25
-
-
-def check_output_kernel(output_kernel: str) -> str:
-    """Validate an ``output_kernel`` argument (``"span"`` or ``"sqrt"``) and return it."""
-    return check_choice(output_kernel, "output_kernel", OUTPUT_KERNELS)
-
-
-def check_center_logits(center_logits: object) -> bool:
-    """Validate a ``center_logits`` argument (a bool, NumPy's included) and return it as a bool."""
-    if not isinstance(center_logits, (bool, np.bool_)):
-        raise TypeError(f"center_logits must be True or False, got {center_logits!r}")
-    return bool(center_logits)
-
-
-#: Class-centering the stored moments cancels when per-sample shifts dominate the logits: D_half then carries an
-#: error of about ``eps64 / share`` (share: the part of the outputs' variance the centered logits keep; measured
-#: 2.6e-8 at a share of 2.3e-8, 3.7e-7 at 2.3e-10, 2.1e-4 at 2.3e-12). Results warn when ``4 eps64 / share`` exceeds
-#: this.
-CENTERED_ERROR_WARN = 1e-6
-
-
-def sqrt_tolerance(C: int, work_eps: float) -> float:
-    """Relative eigenvalue floor below which centered output directions are left out of D_half.
-
-    Eigenvalues of the float64 output Gram carry errors near ``C * eps64 * lam_1``, and cross moments formed from
-    products in precision ``work_eps`` make a direction's term ``||v_i^T Mfp||^2 / sqrt(lam_i)`` uncertain by about
-    ``work_eps^2 sqrt(lam_1 / lam_i)`` of the total. Directions below ``100 max(C eps64, work_eps^2) lam_1`` are
-    therefore noise; leaving one out changes D_half by at most ``sqrt`` of that floor (its term is at most
-    ``sqrt(lam_i / lam_1)`` of the total by Cauchy-Schwarz): under 1.5e-7 sqrt(C) for float64 products, 1.2e-6
-    for float32 products.
-
-    Examples
-    --------
-    >>> sqrt_tolerance(10, float(np.finfo(np.float64).eps)) < 1e-12
-    True
-    """
-    return float(100.0 * max(max(int(C), 1) * EPS64, float(work_eps) ** 2))
-
-
-def class_centering(m: np.ndarray) -> np.ndarray:
-    """``P m`` with ``P = I - 1 1^T / C``: each column of ``m`` (C rows) centered across the C classes.
-
-    Applied to ``Fc^T Phic`` it gives the cross moments of the class-centered logits ``F P``; ``P (P M)^T`` gives
-    their Gram from ``M = Fc^T Fc``.
-    """
-    return m - m.mean(axis=0, keepdims=True)
-
-
-@dataclass(frozen=True)
-class SqrtKernel:
-    """The square-root output kernel ``L = (Fc Fc^T)^(1/2)`` in the coordinates of the centered output moments.
-
-    With ``Fc^T Fc = V diag(lam) V^T``, ``basis = V_r diag(lam_r)^(-1/4)`` (C x r) gives
-    ``<K, L>_F = ||basis^T (Fc^T Phic)||_F^2``, and ``norm_l2 = ||L||_F^2 = tr(Fc^T Fc)``. ``rank`` directions
-    are above the relative floor ``tol`` (:func:`sqrt_tolerance`); ``ev`` holds their eigenvalues. With
-    ``centered`` the logits were centered across classes first (``F -> F (I - 1 1^T / C)``); the basis is then
-    projected orthogonal to the all-ones vector, so that applied to the uncentered cross moments it gives those of
-    the centered logits.
-    """
-
-    basis: np.ndarray
-    ev: np.ndarray
-    rank: int
-    tol: float
-    norm_l2: float
-    centered: bool
-    share: float = 1.0  # with ``centered``: the share of the outputs' variance the class-centered logits keep
-
-
-def sqrt_kernel(
-    m_ff: np.ndarray,
-    *,
-    work_eps: float,
-    center: bool = False,
-    eig: tuple[np.ndarray, np.ndarray] | None = None,
-) -> SqrtKernel:
-    """The square-root output kernel from the full symmetric ``Fc^T Fc`` (C x C, float64).
-
-    Parameters
-    ----------
-    m_ff : ndarray
-        ``Fc^T Fc``, both triangles valid.
-    work_eps : float
-        Machine epsilon of the products the cross moments were formed in (sets :func:`sqrt_tolerance`).
-    center : bool
-        Center the logits across classes first (``F (I - 1 1^T / C)``), which removes per-sample shifts common to
-        every class (softmax ignores them). Needs C >= 2.
-    eig : (ndarray, ndarray), optional
-        The eigenvalues (descending) and eigenvectors of ``m_ff`` when already computed (not with ``center``).
-
-    Returns
-    -------
-    SqrtKernel
-    """
-    C = m_ff.shape[0]
-    if center:
-        _check_centering(C)
-        m = class_centering(class_centering(m_ff).T)
-        m = 0.5 * (m + m.T)
-        lam, v = _eigh_desc(m)
-    else:
-        m = m_ff
-        lam, v = eig if eig is not None else _eigh_desc(m_ff)
-    lam = np.clip(lam, 0.0, None)
-    tol = sqrt_tolerance(C, work_eps)
-    r = _rank_cut(lam, tol)
-    norm_l2 = float(max(np.trace(m), 0.0))
-    basis = v[:, :r] * lam[:r] ** -0.25
-    share = 1.0
-    if center:
-        plain = float(np.trace(m_ff))
-        _check_centered_trace(norm_l2, plain, tol)
-        share = norm_l2 / plain
-        # P basis: eigenvectors of P M P that belong to tiny eigenvalues carry rounding along the all-ones vector,
-        # through which the per-sample shift in Fc^T Phic would leak in
-        basis = class_centering(basis)
-    return SqrtKernel(basis=basis, ev=lam[:r], rank=r, tol=tol, norm_l2=norm_l2, centered=bool(center), share=share)
-
-
-def _check_centering(C: int) -> None:
-    if C < 2:
-        raise DLRInputError(
-            "center_logits: centering logits across classes needs C >= 2 outputs (it would zero a single "
-            "output); pass center_logits=False"
-        )
-
-
-def _check_centered_trace(centered: float, plain: float, tol: float) -> None:
-    """The class-centered outputs must keep more than the rounding floor ``tol`` of the outputs' variance."""
-    if not centered > tol * plain:
-        raise DLRInputError(
-            "outputs differ across samples only by a shift common to every class: the class-centered logits are "
-            f"constant, or too small against that shift (a share {max(centered, 0.0) / plain:.1e} of the outputs' "
-            "variance) to be told from rounding. Center the logits before passing them "
-            "(F - F.mean(axis=1, keepdims=True)), or pass center_logits=False"
-        )
-
-
-@dataclass(frozen=True)
-class KernelTerms:
-    """``<K, L>_F`` and ``||L||_F^2`` of one output kernel, and the error estimate of its value (approximate
-    methods; None for exact ones)."""
-
-    inner: float
-    norm_l2: float
-    error: float | None = None
-
-
-def default_rtol(C: int, data_eps: float) -> float:
-    """Default relative singular-value tolerance for the output span.
-
-    The output Gram is accumulated from float64 products, so its own rounding puts spurious singular values near
-    ``sqrt(C * eps64) * sigma_1``; data stored in a lower precision (``data_eps``, e.g. float32's 1.2e-7) carry
-    rounding noise near ``sqrt(C) * data_eps * sigma_1``. The default sits ten times above the larger of the two,
-    capped at 1e-2.
-
-    Examples
-    --------
-    >>> default_rtol(10, np.finfo(np.float64).eps) < 1e-6
-    True
-    """
-    C = max(int(C), 1)
-    return float(min(1e-2, max(rank_resolution(C), 10.0 * math.sqrt(C) * data_eps)))
-
-
-def rank_resolution(C: int) -> float:
-    """Smallest relative singular value of the outputs that the Gram route can tell from rounding.
-
-    Eigenvalues of a float64 output Gram carry errors near ``C * eps64 * lam_1``, so singular values below
-    about ``sqrt(C * eps64) * sigma_1`` cannot be resolved; a smaller ``rtol`` is raised to ten times that
-    (with a warning).
-    """
-    return float(10.0 * math.sqrt(max(int(C), 1) * EPS64))
-
-
-def _resolve_rtol(rtol: float | None, C: int, data_eps: float) -> tuple[float, list[str]]:
-    if rtol is None:
-        return default_rtol(C, data_eps), []
-    floor = rank_resolution(C)
-    if rtol < floor:
-        return floor, [
-            f"rtol={rtol:.3g} is below the resolution {floor:.3g} of the output Gram (10 sqrt(C eps)); "
-            f"singular values that small are rounding noise, so rtol={floor:.3g} was used"
-        ]
-    return float(rtol), []
-
-
-def effective_rank(eigenvalues: np.ndarray, rel_tol: float = 1e-12) -> float:
-    """Roy and Vetterli effective rank ``exp(H(s / sum s))`` of the singular values ``s = sqrt(eigenvalues)``.
-
-    Eigenvalues at or below ``rel_tol`` times the largest are rounding noise of a Gram matrix and count as zero
-    (their square roots would otherwise add spurious entropy).
-
-    Examples
-    --------
-    >>> round(effective_rank(np.array([4.0, 4.0, 0.0])), 6)
-    2.0
-    """
-    ev = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
-    if ev.size:
-        ev = np.where(ev > rel_tol * ev.max(), ev, 0.0)
-    s = np.sqrt(ev)
-    total = s.sum()
-    if total <= 0:
-        return 0.0
-    w = s[s > 0] / total
-    return float(np.exp(-(w * np.log(w)).sum()))
-
-
-def _rank_cut(ev_desc: np.ndarray, rel: float) -> int:
-    """Number of leading eigenvalues (descending) strictly above ``rel * ev_desc[0]`` and above zero."""
-    if ev_desc.size == 0 or not ev_desc[0] > 0:
-        return 0
-    return int(np.count_nonzero(ev_desc > max(rel * ev_desc[0], 0.0)))
-
-
-#: Largest order for LAPACK's divide-and-conquer ``syevd``: 1.8x faster than ``syevr`` at 1000 x 1000 here, but its
-#: workspace grows as ``2 k^2`` doubles (64 MB at 2048).
-_EVD_MAX = 2048
-
-#: The raw output singular values come from ``eigh(diag(lc) + w w^T)`` while ``|w|^2`` (the offset's share) is at
-#: most this many times the largest centered eigenvalue, else from the SVD of ``[diag(sqrt(lc)); w^T]``.
-_OFFSET_RATIO = 16.0
-
-
-def _eigh_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    driver = "evd" if a.shape[0] <= _EVD_MAX else None
-    w, v = scipy.linalg.eigh(a, check_finite=False, driver=driver)
-    return w[::-1], v[:, ::-1]
-
-
-def _offset_svd(
-    lc: np.ndarray, w: np.ndarray, *, rtol: float = 0.0, max_rel_err: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Singular values (descending) and right singular vectors (rows) of ``B = [diag(sqrt(lc)); w^T]``.
-
-    ``B^T B = diag(lc) + w w^T``; its eigendecomposition takes a third of the time of the SVD of B at C = 1000.
-    Its eigenvalue errors are near ``delta = 4 C eps64 sigma_1^2``, so a dominant offset ``|w|^2 >> lc[0]``, which
-    is squared into ``sigma_1^2``, costs relative accuracy on small singular values, and a singular value within
-    that error of the cut ``rtol sigma_1`` could fall on the wrong side. The product route is therefore taken
-
-    * while ``|w|^2 <= _OFFSET_RATIO lc[0]``: its errors are then at most 17x those the centered eigenvalues
-      ``lc`` carry anyway (the exact path's criterion), or
-    * with ``max_rel_err > 0`` (the sketch estimators) when, a posteriori, ``delta`` is at most ``max_rel_err``
-      times the smallest kept eigenvalue and no eigenvalue lies within ``1000 delta`` of the cut.
-
-    Otherwise the SVD of ``B`` runs.
-    """
-    C = lc.shape[0]
-    if C and lc[0] > 0:
-        small_offset = float(w @ w) <= _OFFSET_RATIO * lc[0]
-        if small_offset or max_rel_err > 0:
-            ev, v = _eigh_desc(np.diag(lc) + np.outer(w, w))
-            ev = np.clip(ev, 0.0, None)
-            if small_offset or _product_route_clear(ev, rtol, max_rel_err):
-                return np.sqrt(ev), v.T
-    b = np.vstack([np.sqrt(lc)[:, None] * np.eye(C), w[None, :]])
-    _, sig, rt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
-    return sig, rt
-
-
-def _product_route_clear(ev: np.ndarray, rtol: float, max_rel_err: float) -> bool:
-    """The a-posteriori test of :func:`_offset_svd` on the eigenvalues (descending) of ``B^T B``."""
-    delta = 4.0 * ev.size * EPS64 * ev[0]
-    cut = rtol * rtol * ev[0]
-    kept = ev[ev > cut]
-    if kept.size == 0 or delta > max_rel_err * kept[-1]:
-        return False
-    return not bool(np.any(np.abs(ev - cut) <= 1e3 * delta))
 
 
 def _alignment(terms: KernelTerms, norm_k: float) -> float:
@@ -360,7 +99,7 @@ def finish_result(
     precision: str,
     feature_rank: int | None,
     notes: list[str] | None = None,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
     features_in_outputs: bool = False,
 ) -> DLRResult:
     """Combine ``<K, L>``, ``||K||`` and ``||L||`` of both output kernels into the literal D_LR and D_half, pick
@@ -515,106 +254,9 @@ def _check_common(n: int, rtol: float | None) -> None:
         raise ValueError(f"rtol must be in [0, 1), got {rtol}")
 
 
-def _eigen_rank(m: np.ndarray, rel: float) -> int:
-    """Number of eigenvalues of a PSD matrix (upper triangle read) above ``rel`` times the largest: the rule of
-    :attr:`dlrcore.Spectrum.feature_rank`, so that a result and a spectrum of the same statistics agree (O(p^3) with
-    eigenvalues only: 0.12 s at p = 1024 on two cores, against 0.09 s for a pivoted Cholesky that counted more)."""
-    if not m.size:
-        return 0
-    ev = scipy.linalg.eigh(m, lower=False, eigvals_only=True, check_finite=False, driver="evd")
-    top = float(ev[-1])
-    return int(np.count_nonzero(ev > rel * top)) if top > 0 else 0
-
-
 def _feature_rank(m_pp: np.ndarray, rel: float) -> tuple[int, np.ndarray, np.ndarray]:
-    s, v = _eigh_desc(m_pp)
-    return _rank_cut(s, rel), s, v
-
-
-@dataclass(frozen=True)
-class OutputSpan:
-    """The output side of D_LR, from ``Fc^T Fc`` and the output mean alone.
-
-    ``basis`` (C x r) maps centered cross moments to ``Q^T Phic = basis^T (Fc^T Phic)``, where Q is an orthonormal
-    basis of the span of the raw outputs; ``constant_share`` is ``a = ||Q^T 1||^2 / n`` and ``norm_l2`` is
-    ``||L||_F^2 = ||Q^T H Q||_F^2``.
-    """
-
-    basis: np.ndarray
-    rank: int
-    constant_share: float
-    norm_l2: float
-    centered_ev: np.ndarray
-    centered_vecs: np.ndarray
-    C: int
-    rtol: float
-    notes: list[str]
-
-
-def output_span(
-    *,
-    n: int,
-    m_ff: np.ndarray,
-    mean_f: np.ndarray,
-    rtol: float | None,
-    data_eps: float,
-    upper: bool = False,
-    max_rel_err: float = 0.0,
-    resolved: bool = False,
-) -> OutputSpan:
-    """Orthonormal basis of the raw output span in the coordinates of the centered output moments.
-
-    Parameters
-    ----------
-    n : int
-        Samples.
-    m_ff : ndarray
-        ``Fc^T Fc`` (C x C, float64); with ``upper`` only its upper triangle is read.
-    mean_f : ndarray
-        Column means of the raw outputs.
-    rtol, data_eps
-        As in :func:`dlr_from_moments`.
-    upper : bool
-        Only the upper triangle of ``m_ff`` is valid (strict lower triangle zero).
-    resolved : bool
-        ``rtol`` was already resolved by the caller (for another width): use it as it is.
-    max_rel_err : float
-        Relative error of the kept output eigenvalues that the caller tolerates (the sketch estimators pass 1 % of
-        their error floor); when positive, the faster ``B^T B`` route of :func:`_offset_svd` is also taken under a
-        dominant offset whenever its own error bound is that small and no singular value is near the cut.
-
-    Returns
-    -------
-    OutputSpan
-    """
-    C = m_ff.shape[0]
-    rtol, notes = (float(rtol), []) if resolved and rtol is not None else _resolve_rtol(rtol, C, data_eps)
-    if upper:
-        m_ff = m_ff + np.triu(m_ff, 1).T
-    # F = [Uc, 1/sqrt(n)] B with Fc = Uc diag(sqrt(lc)) Vc^T and B = [diag(sqrt(lc)) Vc^T; sqrt(n) mean_f^T]: the
-    # columns of [Uc, 1/sqrt(n)] are orthonormal (Uc is centered), so F and B share singular values and right
-    # singular vectors. The small B (see _offset_svd) avoids squaring a large output offset into the raw Gram.
-    lc, vc = _eigh_desc(m_ff)
-    lc = np.clip(lc, 0.0, None)
-    sig, rt = _offset_svd(lc, math.sqrt(n) * (vc.T @ mean_f), rtol=rtol, max_rel_err=max_rel_err)
-    r = _rank_cut(sig, rtol)
-    if r == 0:
-        raise DLRInputError("outputs are all zero (rank 0): there is no output span to compare the features with")
-    rr = vc @ rt[:r].T / sig[:r]  # R_r diag(sig_r)^-1 in the original output coordinates, C x r
-    q = math.sqrt(n) * (mean_f @ rr)  # Q^T 1 / sqrt(n)
-    # ||L||_F = ||Q^T H Q||_F with Q^T H Q = rr^T (Fc^T Fc) rr: no cancellation as a -> 1
-    qhq = rr.T @ m_ff @ rr
-    return OutputSpan(
-        basis=rr,
-        rank=r,
-        constant_share=float(q @ q),
-        norm_l2=float(np.einsum("ij,ij->", qhq, qhq)),
-        centered_ev=lc,
-        centered_vecs=vc,
-        C=C,
-        rtol=rtol,
-        notes=notes,
-    )
+    s, v = eigh_desc(m_pp)
+    return rank_cut(s, rel), s, v
 
 
 def dlr_from_moments(
@@ -687,7 +329,7 @@ def dlr_from_moments(
             d = np.diagonal(m_pp)
             sq = 2.0 * sq - float(d @ d)
     norm_k = math.sqrt(sq) if sq >= 0 else float("nan") if math.isnan(sq) else 0.0
-    feature_rank = _eigen_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
+    feature_rank = eigen_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
     return finish_result(
         span=KernelTerms(inner_span, span.norm_l2),
         half=KernelTerms(inner_half, half.norm_l2),
@@ -731,7 +373,7 @@ def _weights_span(
     through its offset-safe route instead of squaring ``n |W mu + b|^2`` into one Gram.
     """
     p = m_pp.shape[0]
-    lw, uw = _eigh_desc(0.5 * (wtw + wtw.T))
+    lw, uw = eigh_desc(0.5 * (wtw + wtw.T))
     keep = lw > 10.0 * p * EPS64 * lw[0] if lw.size and lw[0] > 0 else np.zeros(lw.shape, bool)
     root = np.sqrt(lw[keep])
     r11 = root[:, None] * uw[:, keep].T  # L^(1/2) U^T, rank(W) x p
@@ -797,7 +439,7 @@ def dlr_from_weight_moments(
     check_output_kernel(output_kernel)
     center_logits = check_center_logits(center_logits)
     p = m_pp.shape[0]
-    rtol, notes = _resolve_rtol(rtol, min(C, p + 1), data_eps)
+    rtol, notes = resolve_rtol(rtol, min(C, p + 1), data_eps)
     k, s, v = _feature_rank(m_pp, feature_rel_tol)
     sk = np.sqrt(s[:k])
     vk = v[:, :k]
@@ -807,17 +449,17 @@ def dlr_from_weight_moments(
     inner = span.inner
     norm_k = float(np.sqrt((np.clip(s, 0.0, None) ** 2).sum()))
     # D_half: G = S V^T W^T W V S is the centered output Gram in the whitened feature coordinates
-    g_eig = _eigh_desc(e11) if k else (np.zeros(0), np.zeros((0, 0)))
+    g_eig = eigh_desc(e11) if k else (np.zeros(0), np.zeros((0, 0)))
     if center_logits:
         if wtw_centered is None:
             raise DLRInputError(
                 "center_logits: these statistics hold no class-centered W^T W (saved by an older dlrcore); "
                 "rebuild them, or pass center_logits=False"
             )
-        _check_centering(C)
+        check_centering(C)
         g = (vk.T @ wtw_centered @ vk) * np.outer(sk, sk)
         half = sqrt_kernel(0.5 * (g + g.T), work_eps=work_eps, center=False)
-        _check_centered_trace(half.norm_l2, float(np.trace(e11)), half.tol)
+        check_centered_trace(half.norm_l2, float(np.trace(e11)), half.tol)
     else:
         half = sqrt_kernel(e11, work_eps=work_eps, eig=g_eig)
     # half.basis = U_r diag(g_r)^(-1/4): tr(S^2 G^(1/2)) = sum_j sqrt(g_j) ||S u_j||^2 with u_j = basis_j g_j^(1/4)

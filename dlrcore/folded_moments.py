@@ -97,7 +97,9 @@ class FoldedMoments:
         step = chan_step(na, self.mean, nb, np.asarray(mean_b, dtype=np.float64))
         np.add(self.m, m_b, out=self.m)
         if gf is not None:
-            c = self.cols(self.exact_block)
+            exact = self.exact_block
+            assert exact is not None  # only a state with an exact block has a float64 Gram to put in
+            c = self.cols(exact)
             # put the float64 Gram in the place of the work-precision one
             self.m[c, c] += np.triu(gf - m_b[c, c])
         if resid is not None and np.any(resid):

@@ -11,8 +11,8 @@ from typing import Any, cast
 from .backend import is_device_input
 from .checks import check_choice
 from .device_exact import exact_arrays
-from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import DLRInputError
+from .output_kernels import CENTER_LOGITS, check_output_kernel
 from .randomized import randomized_dlr
 from .result import DLRResult
 from .sketch import DEFAULT_OVERSAMPLE, DEFAULT_PROBES, DEFAULT_RANK, choose_method, sketch_arrays

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DLRInputError", "as_matrix", "check_finite", "check_finite_and_bound", "one_hot"]
+__all__ = ["DLRInputError", "as_matrix", "check_batch", "check_finite", "check_finite_and_bound", "one_hot"]
 
 
 class DLRInputError(ValueError):
@@ -132,6 +132,49 @@ def looks_like_class_ids(outputs: Any) -> bool:
     integral = dt.kind in "iub" if isinstance(dt, np.dtype) else ("int" in name or "bool" in name)
     shape = tuple(getattr(outputs, "shape", np.shape(outputs)))
     return integral and (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
+
+
+def check_batch(
+    x_shape: tuple[int, ...],
+    f_shape: tuple[int, ...] | None,
+    *,
+    p: int | None = None,
+    C: int | None = None,
+    names: tuple[str, str] = ("features", "outputs"),
+    widths: tuple[str, str] = ("p", "C"),
+) -> None:
+    """One wording for the shape checks of every batch: rows, columns, and the widths of earlier batches.
+
+    ``f_shape`` None skips the second array (statistics built from a weight). ``p`` and ``C`` are the widths of
+    earlier batches (None: no earlier batch); ``names`` and ``widths`` are how messages call the arrays and widths.
+
+    Raises
+    ------
+    DLRInputError
+        Naming the array and the mismatch.
+
+    Examples
+    --------
+    >>> check_batch((5, 3), (4, 2))
+    Traceback (most recent call last):
+    ...
+    dlrcore.inputs.DLRInputError: outputs: 4 rows but features have 5 (mismatched n: row counts must match)
+    """
+    xn, fn = names
+    if x_shape[0] == 0:
+        raise DLRInputError(f"{xn}: empty batch (0 rows)")
+    if x_shape[1] == 0:
+        raise DLRInputError(f"{xn}: zero columns ({widths[0]} = 0)")
+    if p is not None and x_shape[1] != p:
+        raise DLRInputError(f"{xn}: {x_shape[1]} columns, but earlier batches had {widths[0]} = {p}")
+    if f_shape is None:
+        return
+    if f_shape[0] != x_shape[0]:
+        raise DLRInputError(f"{fn}: {f_shape[0]} rows but {xn} have {x_shape[0]} (mismatched n: row counts must match)")
+    if f_shape[1] == 0:
+        raise DLRInputError(f"{fn}: zero columns ({widths[1]} = 0)")
+    if C is not None and f_shape[1] != C:
+        raise DLRInputError(f"{fn}: {f_shape[1]} columns, but earlier batches had {widths[1]} = {C}")
 
 
 def one_hot(ids: np.ndarray, n_rows: int, num_classes: int) -> np.ndarray:

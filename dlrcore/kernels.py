@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -61,10 +62,10 @@ _NP_SQ_CHUNK_ELEMS = 1 << 16
 _OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _X_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
-numba = None
+numba: Any = None  # the module when importable and not disabled
 if os.environ.get(_ENV_DISABLE, "").strip() not in ("1", "true", "True", "yes"):
     try:
-        import numba  # type: ignore[no-redef]
+        import numba
     except ImportError:  # numba is optional
         numba = None
 

@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from .estimator import Estimator
 from .inputs import DLRInputError, as_matrix, check_finite, from_framework, one_hot, rejected_batch
 from .moments import BadSegment, Moments
 from .precision import PRECISIONS, check_precision, work_dtype
+from .result import CKAResult, NC1Result
 from .storage import (
     array_field,
     atomic_savez,
@@ -50,31 +49,6 @@ def _frob(m_upper_or_full: np.ndarray, *, upper: bool) -> float:
         d = np.diagonal(m_upper_or_full)
         sq = 2.0 * sq - float(d @ d)
     return math.sqrt(max(sq, 0.0))
-
-
-@dataclass(frozen=True)
-class CKAResult:
-    """Linear CKA between two representations, with its sample count and widths."""
-
-    value: float
-    n: int
-    p_x: int
-    p_y: int
-    precision: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return asdict(self)
-
-    def to_json(self, **kwargs: Any) -> str:
-        """JSON string of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), **kwargs)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __str__(self) -> str:
-        return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
 
 
 class CKAStats(Estimator):
@@ -183,6 +157,7 @@ class CKAStats(Estimator):
         """Linear CKA of everything accumulated so far."""
         self._require_samples()
         mo = self._mom
+        assert mo is not None  # samples were accumulated, so the moments exist
         if mo.rows < 2:
             raise DLRInputError(f"CKA needs at least 2 samples, got n = {mo.rows}")
         nx = _frob(mo.block(0, 0, upper=True), upper=True)
@@ -271,31 +246,6 @@ def s_init(features_init: Any, features_now: Any, *, precision: str = "auto") ->
     1.0
     """
     return cka(features_init, features_now, precision=precision)
-
-
-@dataclass(frozen=True)
-class NC1Result:
-    """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from."""
-
-    value: float
-    n: int
-    p: int
-    num_classes: int
-    classes_present: int
-    between_rank: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return asdict(self)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __str__(self) -> str:
-        return (
-            f"NC1 = {self.value:.6g}   (n = {self.n}, p = {self.p}, {self.classes_present} of {self.num_classes} "
-            f"classes present, rank of Sigma_B {self.between_rank})"
-        )
 
 
 def nc1_from_moments(

@@ -195,8 +195,11 @@ class Moments(FoldedMoments):
         new_cap = min(cap_max, max(rows_needed, 2 * cap, 256))
         self._multiply_stage()
         self._stage = np.empty((new_cap, self.q), dtype=self.work)
-        split = self.work == np.float32 and self.exact_block is not None
-        self._stage_f64 = np.empty((new_cap, self.widths[self.exact_block])) if split else None
+        exact = self.exact_block
+        if self.work == np.float32 and exact is not None:
+            self._stage_f64 = np.empty((new_cap, self.widths[exact]))
+        else:
+            self._stage_f64 = None
 
     def stage(self, blocks: Sequence[np.ndarray]) -> None:
         """Add rows given as one 2-D array per block (same row count, validated shapes), atomically.
@@ -261,13 +264,17 @@ class Moments(FoldedMoments):
         looked = -1  # the segment start whose blocks had their scale checked exactly
         while start < nb:
             self._ensure_stage(self.fill + nb - start)
-            cap = self._stage.shape[0]
+            stage = self._stage
+            assert stage is not None  # _ensure_stage just made it
+            cap = stage.shape[0]
             take = min(nb - start, cap - self.fill, most)
             if self.fill == 0:
                 self._seg_sum = np.zeros(self.q)
                 self._seg_sq = 0.0
                 if self._pend_rows == 0:
                     self._new_shift(blocks, slice(start, start + min(take, 1024)))
+            shift = self._shift
+            assert shift is not None  # set by _new_shift above, or kept with the staged or pending rows
             rows = slice(self.fill, self.fill + take)
             src = slice(start, start + take)
             shift_into = _fused_kernel()
@@ -277,14 +284,14 @@ class Moments(FoldedMoments):
                 ssum = np.empty(self.q)
                 for i, arr in enumerate(blocks):
                     cols = self.cols(i)
-                    ssum[cols], parts[i] = shift_into(arr[src], self._shift[cols], self._stage[rows, cols])
+                    ssum[cols], parts[i] = shift_into(arr[src], shift[cols], stage[rows, cols])
             else:
                 for i, arr in enumerate(blocks):
                     cols = self.cols(i)
-                    np.subtract(arr[src], self._shift[cols], out=self._stage[rows, cols], casting="unsafe")
-                    flat = self._stage[rows, cols].astype(np.float64).reshape(-1)
+                    np.subtract(arr[src], shift[cols], out=stage[rows, cols], casting="unsafe")
+                    flat = stage[rows, cols].astype(np.float64).reshape(-1)
                     parts[i] = float(np.dot(flat, flat))
-                ssum = self._stage[rows].sum(axis=0, dtype=work).astype(np.float64)
+                ssum = stage[rows].sum(axis=0, dtype=work).astype(np.float64)
             if looked != start:
                 rescaled = self._check_scale(raw, parts, ssum, start, take, split)
                 looked = start
@@ -306,8 +313,11 @@ class Moments(FoldedMoments):
                 # the stage first and stage the segment again at the start of the next one
                 self._multiply_stage()
                 continue
-            if self._stage_f64 is not None:
-                self._stage_f64[rows] = blocks[self.exact_block][src]
+            stage_f64 = self._stage_f64
+            if stage_f64 is not None:
+                exact = self.exact_block
+                assert exact is not None  # the float64 stage exists only for an exact block
+                stage_f64[rows] = blocks[exact][src]
             self._seg_sum += ssum
             self._seg_sq += sq
             self.fixed |= parts > 0
@@ -351,9 +361,12 @@ class Moments(FoldedMoments):
         m = self.fill
         if m == 0:
             return
-        z = self._stage[:m]
+        stage, shift, var = self._stage, self._shift, self._var
+        # staged rows imply the stage they sit in and the K (and variance estimate) they were shifted by
+        assert stage is not None and shift is not None and var is not None
+        z = stage[:m]
         resid = self._seg_sum / m
-        var = np.maximum(self._var, 0.0)
+        var = np.maximum(var, 0.0)
         # drift: a column's mean moved by more than ~0.7 of its estimated standard deviation, or the stage as a
         # whole sits mostly in its offset from K
         if np.any(resid * resid > 0.5 * var) or m * float(resid @ resid) > 0.5 * self._seg_sq:
@@ -361,7 +374,7 @@ class Moments(FoldedMoments):
             # Fold what is pending (about the old K), then re-center this stage about its own mean.
             self._fold()
             np.subtract(z, resid.astype(z.dtype), out=z)
-            self._shift = self._shift + resid.astype(z.dtype)
+            shift = self._shift = shift + resid.astype(z.dtype)
             self._seg_sum = z.sum(axis=0, dtype=z.dtype).astype(np.float64)
             self._var = np.maximum(var, resid * resid)
         if self._pend_rows and self._pend_sq + self._seg_sq > float(np.finfo(z.dtype).max) / 8.0:
@@ -373,10 +386,12 @@ class Moments(FoldedMoments):
         f = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
         # z in C order is z^T in Fortran order: syrk(trans=0) on it gives z^T z without a copy
         f(1.0, z.T, beta=0.0 if first else 1.0, c=self._gram, trans=0, lower=0, overwrite_c=1)
-        if self._stage_f64 is not None:
-            c = self.cols(self.exact_block)
-            fz = self._stage_f64[:m]
-            np.subtract(fz, self._shift[c].astype(np.float64), out=fz)
+        stage_f64, exact = self._stage_f64, self.exact_block
+        if stage_f64 is not None:
+            assert exact is not None  # the float64 stage exists only for an exact block
+            c = self.cols(exact)
+            fz = stage_f64[:m]
+            np.subtract(fz, shift[c].astype(np.float64), out=fz)
             if self._gram_f64 is None:
                 self._gram_f64 = np.zeros((c.stop - c.start,) * 2, order="F")
             blas.dsyrk(1.0, fz.T, beta=0.0 if first else 1.0, c=self._gram_f64, trans=0, lower=0, overwrite_c=1)
@@ -396,10 +411,12 @@ class Moments(FoldedMoments):
         m = self._pend_rows
         if m == 0:
             return
+        shift, gram = self._shift, self._gram
+        assert shift is not None and gram is not None  # pending rows imply their K and their Gram
         resid = self._pend_sum / m
-        mean = self._shift.astype(np.float64) + resid
+        mean = shift.astype(np.float64) + resid
         gf = self._gram_f64 if self._stage_f64 is not None else None
-        self._merge(m, mean, self._gram, resid=resid, gf=gf)
+        self._merge(m, mean, gram, resid=resid, gf=gf)
         self._pend_rows = self._pend_stages = 0
         self._pend_sum = np.zeros(self.q)
         self._pend_sq = 0.0

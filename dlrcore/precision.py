@@ -47,7 +47,7 @@ def check_precision(precision: object) -> str:
 def dtype_name(dtype: Any) -> str:
     """``"float32"``-style name of a dtype of any namespace (NumPy, CuPy, array-API, ml_dtypes)."""
     try:
-        return np.dtype(dtype).name
+        return str(np.dtype(dtype).name)
     except TypeError:
         return str(getattr(dtype, "name", dtype)).split(".")[-1]  # array-API dtype objects
 

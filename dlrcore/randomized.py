@@ -13,8 +13,8 @@ import numpy as np
 from .accumulate import Accumulator, block_rows, validate_pair
 from .backend import device_array, to_numpy
 from .checks import check_int
-from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import CLASS_ID_OUTPUTS, looks_like_class_ids
+from .output_kernels import CENTER_LOGITS, check_output_kernel
 from .precision import dtype_eps, dtype_name, work_dtype
 from .progress import Progress
 from .result import DLRResult

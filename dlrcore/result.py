@@ -1,13 +1,16 @@
-"""The result objects of the D_LR estimators: :class:`DLRResult` and its random-readout :class:`Baseline`."""
+"""The result objects: :class:`DLRResult` and its random-readout :class:`Baseline`, :class:`CKAResult` and
+:class:`NC1Result`, all on one dict/JSON protocol (:class:`~dlrcore.record.Record`). :class:`~dlrcore.Spectrum`
+lives beside the spectral algebra on the same protocol."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Baseline", "DLRResult"]
+from .record import Record
+
+__all__ = ["Baseline", "CKAResult", "DLRResult", "NC1Result"]
 
 #: How both numbers read, printed under every result.
 READING = (
@@ -17,7 +20,7 @@ READING = (
 
 
 @dataclass(frozen=True)
-class Baseline:
+class Baseline(Record):
     """Both measures for random Gaussian readouts of the same features: what an untrained readout would score.
 
     Computed from the feature moments alone (:meth:`dlrcore.DLRStats.baseline`): each draw is a readout
@@ -53,17 +56,13 @@ class Baseline:
             f"{self.span_std:.3f}, D_half {self.sqrt_mean:.3f} +- {self.sqrt_std:.3f}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of JSON-compatible values."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Baseline:
-        """Rebuild from :meth:`to_dict`."""
-        return cls(**d)
+    @property
+    def value(self) -> float:
+        """The mean D_half of the random readouts (the number a D_half reading is compared with)."""
+        return self.sqrt_mean
 
 @dataclass(frozen=True)
-class DLRResult:
+class DLRResult(Record):
     """D_LR and the diagnostics needed to judge it.
 
     Attributes
@@ -154,27 +153,10 @@ class DLRResult:
         """The same result with ``extra`` warnings appended."""
         return replace(self, warnings=(*self.warnings, *extra)) if extra else self
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as a plain dict of JSON-compatible values."""
-        d = asdict(self)
-        d["warnings"] = list(self.warnings)
-        if self.baseline is not None:
-            d["baseline"] = self.baseline.to_dict()
-        return d
-
-    def to_json(self, **kwargs: Any) -> str:
-        """Return the result as a JSON string (keyword arguments go to :func:`json.dumps`)."""
-        return json.dumps(self.to_dict(), **kwargs)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DLRResult:
-        """Rebuild a result from :meth:`to_dict` output (for example read back from JSON)."""
-        d = dict(d)
-        d["warnings"] = tuple(d.get("warnings", ()))
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("value_span", d.get("value", math.nan))  # saved before D_half existed: value was the literal
-        if d.get("baseline") is not None:
-            d["baseline"] = Baseline.from_dict(d["baseline"])
-        return cls(**d)
+        return d
 
     def __str__(self) -> str:
         def line(name: str, kernel: str, value: float, err: float | None, what: str) -> str:
@@ -203,5 +185,35 @@ class DLRResult:
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
-    def __float__(self) -> float:
-        return float(self.value)
+
+@dataclass(frozen=True)
+class CKAResult(Record):
+    """Linear CKA between two representations, with its sample count and the widths ``p_x`` and ``p_y`` of the
+    two (CKA compares two feature matrices, so there is no output width C)."""
+
+    value: float
+    n: int
+    p_x: int
+    p_y: int
+    precision: str
+
+    def __str__(self) -> str:
+        return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
+
+
+@dataclass(frozen=True)
+class NC1Result(Record):
+    """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from."""
+
+    value: float
+    n: int
+    p: int
+    num_classes: int
+    classes_present: int
+    between_rank: int
+
+    def __str__(self) -> str:
+        return (
+            f"NC1 = {self.value:.6g}   (n = {self.n}, p = {self.p}, {self.classes_present} of {self.num_classes} "
+            f"classes present, rank of Sigma_B {self.between_rank})"
+        )

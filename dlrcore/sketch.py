@@ -29,9 +29,9 @@ from .accumulate import (
 from .backend import device_array, is_numpy, to_numpy
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
-from .exact import CENTER_LOGITS, check_output_kernel
 from .inputs import CLASS_ID_OUTPUTS, DLRInputError, looks_like_class_ids
 from .method_choice import available_memory, choose_method, exact_memory_bytes, method_for_widths
+from .output_kernels import CENTER_LOGITS, check_output_kernel
 from .precision import PRECISIONS, check_precision, dtype_eps, dtype_name, work_dtype
 from .progress import Progress
 from .randomized import randomized_dlr
@@ -249,6 +249,7 @@ class DLRSketch(Estimator):
     def _host(self) -> dict[str, Any]:
         acc = self._acc
         self._require_samples()
+        assert acc is not None  # samples were accumulated, so the accumulator exists
         s1 = self.sketch_size
         om, y = to_numpy(acc.omega64), to_numpy(acc.y)
         mfp = None if acc.mfp is None else to_numpy(acc.mfp)
@@ -305,7 +306,10 @@ class DLRSketch(Estimator):
         ``||G - G_hat||_F / n``); ``effective_rank`` is NaN (it needs the whole spectrum) and the participation
         ratio uses the estimated ``||G||_F``. No quality curve (labels are not sketched).
         """
-        spec = in_data_units(self._estimate(rtol, k, output_kernel, center_logits)[1], self._acc.exp_x)
+        estimated = self._estimate(rtol, k, output_kernel, center_logits)[1]
+        acc = self._acc
+        assert acc is not None  # _estimate required samples, so the accumulator exists
+        spec = in_data_units(estimated, acc.exp_x)
         return spec.with_name(name) if name else spec
 
     def _estimate(

@@ -42,15 +42,10 @@ import scipy.linalg
 
 from .backend import is_numpy
 from .checks import check_int
-from .exact import (
-    CENTER_LOGITS,
-    KernelTerms,
-    check_center_logits,
-    finish_result,
-    output_span,
-    sqrt_kernel,
-)
+from .exact import finish_result
 from .inputs import DLRInputError
+from .output_kernels import CENTER_LOGITS, KernelTerms, check_center_logits, sqrt_kernel
+from .output_span import output_span
 from .result import DLRResult
 from .spectral import Spectrum, cumulative_share, kernel_fields
 
@@ -123,7 +118,8 @@ def _nystrom(omega1: np.ndarray, y1: np.ndarray, rel_tol: float) -> _Nystrom:
 
 
 def _colsq(a: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->j", a, a)
+    sq: np.ndarray = np.einsum("ij,ij->j", a, a)
+    return sq
 
 
 def estimate_from_sketch(
@@ -169,7 +165,7 @@ def estimate_from_sketch(
     mff = 0.5 * (mff + mff.T)
     trace = 1.0
     floor = 10.0 * work_eps * math.sqrt(max(p, mff.shape[0]))  # rounding floor of the error estimate
-    # the output span's own rounding may use up at most 1 % of that floor (exact._offset_svd)
+    # the output span's own rounding may use up at most 1 % of that floor (output_span.offset_svd)
     span = output_span(n=n, m_ff=mff, mean_f=mean_f, rtol=rtol, data_eps=data_eps, max_rel_err=0.01 * floor)
     half = sqrt_kernel(mff, work_eps=work_eps, center=center_logits, eig=(span.centered_ev, span.centered_vecs))
     ny = _nystrom(omega1, y1, rel_tol=max(1e3 * work_eps, 1e-12))
@@ -198,7 +194,8 @@ def estimate_from_sketch(
         if mode == "orth":
             return float(np.sum(t1 * t1)) + _colsq(t2)
         tn = t1 @ ny.w  # in Nystrom coordinates, r x k'
-        return float(np.sum(tn * (tn @ ny.h))) + _colsq(t2) - _colsq(tn @ c)
+        samples: np.ndarray = float(np.sum(tn * (tn @ ny.h))) + _colsq(t2) - _colsq(tn @ c)
+        return samples
 
     def terms(basis: np.ndarray, norm_l2: float) -> KernelTerms:
         """``A`` with the delta-method error of ``D = 1 - A / (sqrt(L2) sqrt(B))`` over the probes."""

@@ -12,7 +12,6 @@ With the feature covariance ``Phic^T Phic / n = sum_k rho_k v_k v_k^T`` and the 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,21 +20,18 @@ import numpy as np
 import scipy.linalg
 
 from .checks import check_choice
-from .exact import effective_rank
+from .eigen import effective_rank
 from .inputs import DLRInputError
 from .precision import EPS64
+from .record import Record
 from .result import DLRResult
 
 __all__ = ["Spectrum", "in_data_units", "spectrum_from_moments", "top_eigh"]
 
 
 
-def _array_field(a: np.ndarray | None) -> list[float] | None:
-    return None if a is None else [float(v) for v in a]
-
-
 @dataclass(frozen=True, eq=False)
-class Spectrum:
+class Spectrum(Record):
     """Feature spectrum with utilization and quality curves, for the three-panel figure.
 
     Attributes
@@ -111,27 +107,15 @@ class Spectrum:
         d["name"] = name
         return Spectrum(**d)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of JSON-compatible values (arrays become lists)."""
-        out: dict[str, Any] = {}
-        for f in self.__dataclass_fields__:
-            v = getattr(self, f)
-            out[f] = _array_field(v) if isinstance(v, np.ndarray) else v
-        return out
-
-    def to_json(self, **kwargs: Any) -> str:
-        """JSON string of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), **kwargs)
+    @property
+    def value(self) -> float:
+        """The measure the spectrum carries (``dlr``), under the name every result uses."""
+        return self.dlr
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Spectrum:
-        """Rebuild from :meth:`to_dict`."""
-        d = dict(d)
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("dlr_span", d.get("dlr", math.nan))  # saved before D_half existed: dlr was the literal value
-        for f in ("eigenvalues", "relative_eigenvalue", "cumulative_utilization", "cumulative_quality"):
-            if d.get(f) is not None:
-                d[f] = np.asarray(d[f], dtype=np.float64)
-        return cls(**d)
+        return d
 
     def utilization_at(self, k: int) -> float:
         """Cumulative utilization of the top ``k`` modes (``k`` beyond the returned modes gives the last value)."""

@@ -21,43 +21,36 @@ from .baseline import DEFAULT_DRAWS, random_readout_baseline
 from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
-from .exact import CENTER_LOGITS, dlr_from_moments, dlr_from_weight_moments
 from .inputs import (
     CLASS_ID_OUTPUTS,
     DLRInputError,
     as_matrix,
+    check_batch,
     from_framework,
     looks_like_class_ids,
     one_hot,
     rejected_batch,
 )
-from .measures import NC1Result, nc1_from_moments
+from .measures import NC1Result
 from .moments import BadSegment, Moments
-from .precision import PRECISIONS, check_precision, dtype_eps, dtype_name, work_dtype
+from .output_kernels import CENTER_LOGITS
+from .precision import check_precision, dtype_eps, dtype_name, work_dtype
 from .result import Baseline, DLRResult
-from .spectral import Spectrum, in_data_units, spectrum_from_moments
+from .spectral import Spectrum
+from .stats_compute import BLOCK_NAMES, measure, moments_in_data_units, nc1_of, spectrum_of
+from .stats_format import FORMAT_VERSION, MAGIC, StatsHeader
 from .storage import (
     array_field,
     atomic_savez,
-    bool_field,
     check_comoment,
-    float_field,
-    int_field,
     read_npz,
     scale_exponents_field,
-    str_field,
 )
 from .weights_head import WeightsHead
 
 __all__ = ["FORMAT_VERSION", "DLRStats"]
 
-#: Version of the ``.npz`` statistics format written by :meth:`DLRStats.save`.
-FORMAT_VERSION = 1
-_MAGIC = "dlrcore.DLRStats"
-
 #: Attributes restored when a first batch is rejected while it is being staged.
-_BLOCK_NAMES = ("features", "outputs", "labels")
-
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
 
 
@@ -225,28 +218,14 @@ class DLRStats(Estimator):
         """
         if not self._weights and is_device_input(features):
             return self._update_device(features, outputs, labels)
+        if self._weights and outputs is not None:
+            raise DLRInputError("outputs: these statistics derive outputs from weight; pass features only")
+        if not self._weights and outputs is None:
+            raise DLRInputError("outputs: required (or build DLRStats(weight=..., bias=...))")
         x = as_matrix(features, "features")
+        f = None if self._weights else as_matrix(outputs, "outputs", allow_1d=True)
+        check_batch(x.shape, None if f is None else f.shape, p=self._p, C=None if self._weights else self._C)
         nb, p = x.shape
-        if nb == 0:
-            raise DLRInputError("features: empty batch (0 rows)")
-        if p == 0:
-            raise DLRInputError("features: zero columns (p = 0)")
-        if self._p is not None and p != self._p:
-            raise DLRInputError(f"features: {p} columns, but the statistics hold p = {self._p}")
-        if self._weights:
-            if outputs is not None:
-                raise DLRInputError("outputs: these statistics derive outputs from weight; pass features only")
-            f = None
-        else:
-            if outputs is None:
-                raise DLRInputError("outputs: required (or build DLRStats(weight=..., bias=...))")
-            f = as_matrix(outputs, "outputs", allow_1d=True)
-            if f.shape[0] != nb:
-                raise DLRInputError(f"outputs: {f.shape[0]} rows but features have {nb} (row counts must match)")
-            if f.shape[1] == 0:
-                raise DLRInputError("outputs: zero columns (C = 0)")
-            if self._C is not None and f.shape[1] != self._C:
-                raise DLRInputError(f"outputs: {f.shape[1]} columns, but the statistics hold C = {self._C}")
         y, kind = self._label_block(labels, nb, self._C if f is None else f.shape[1])
         data = [a for a in (x, f) if a is not None]
         width = p + (0 if f is None else f.shape[1]) + (0 if y is None else y.shape[1])
@@ -264,7 +243,7 @@ class DLRStats(Estimator):
         if self._mom is None:
             c = self._c_out
             self._mom = Moments(
-                [p, c, self._cy], work=work, exact_block=1 if c else None, chunk_bytes=self.chunk_bytes
+                [p, c, self._cy or 0], work=work, exact_block=1 if c else None, chunk_bytes=self.chunk_bytes
             )
         else:
             self._mom.set_work(work)
@@ -278,7 +257,7 @@ class DLRStats(Estimator):
             # Moments.stage left the moments exactly as they were; restore what a first batch may have set
             for k, v in saved.items():
                 setattr(self, k, v)
-            raise rejected_batch(bad.block, bad.rows, (x, f, y), _BLOCK_NAMES, work) from None
+            raise rejected_batch(bad.block, bad.rows, (x, f, y), BLOCK_NAMES, work) from None
         self._class_id_outputs = self._class_id_outputs or (f is not None and looks_like_class_ids(outputs))
         return self
 
@@ -386,8 +365,10 @@ class DLRStats(Estimator):
     def _require(self) -> Moments:
         self._sync()
         self._require_samples()
-        self._mom.flush()
-        return self._mom
+        mo = self._mom
+        assert mo is not None  # n > 0: the moments exist
+        mo.flush()
+        return mo
 
     @locked
     def moments(self) -> dict[str, Any]:
@@ -397,39 +378,7 @@ class DLRStats(Estimator):
         ``features_features`` (Phic^T Phic), ``outputs_features`` (Fc^T Phic), ``outputs_outputs`` (Fc^T Fc),
         ``labels_features``, ``labels_outputs``, ``labels_labels``; absent blocks are None.
         """
-        mo = self._require()
-        has = [True, self._c_out > 0, bool(self._cy)]
-
-        def unscaled(a: np.ndarray, e: int, what: str) -> np.ndarray:
-            with np.errstate(over="ignore", under="ignore"):
-                out = np.ldexp(a, np.int32(e))
-            if not np.isfinite(out).all() or np.any((out == 0) & (a != 0)):
-                raise DLRInputError(
-                    f"{what}: the accumulated moments (stored scaled by 2**{-e}) lie outside the float64 range in "
-                    "the data's own units; the measures are unaffected. Rescale the data to read the moments"
-                )
-            return out
-
-        def blk(i: int, j: int) -> np.ndarray | None:
-            if not (has[i] and has[j]):
-                return None
-            return unscaled(mo.block(i, j), mo.block_exponent(i) + mo.block_exponent(j), _BLOCK_NAMES[i])
-
-        def mean(i: int) -> np.ndarray | None:
-            return unscaled(mo.block_mean(i), mo.block_exponent(i), _BLOCK_NAMES[i]) if has[i] else None
-
-        return {
-            "n": mo.n,
-            "mean_features": mean(0),
-            "mean_outputs": mean(1),
-            "mean_labels": mean(2),
-            "features_features": blk(0, 0),
-            "outputs_features": blk(1, 0),
-            "outputs_outputs": blk(1, 1),
-            "labels_features": blk(2, 0),
-            "labels_outputs": blk(2, 1),
-            "labels_labels": blk(2, 2),
-        }
+        return moments_in_data_units(self._require(), has_outputs=self._c_out > 0, has_labels=bool(self._cy))
 
     @locked
     def result(
@@ -461,42 +410,8 @@ class DLRStats(Estimator):
         -------
         DLRResult
         """
-        mo = self._require()
-        prec = "float32" if mo.work == np.float32 else "float64"
-        eps_prod = float(np.finfo(mo.work).eps)
-        feature_tol = 100.0 * eps_prod
-        kernel = dict(output_kernel=output_kernel, center_logits=center_logits, work_eps=eps_prod)
-        if self._head is not None:
-            wtw, wtb, btb, wtw_c = self._head.scaled(mo.block_exponent(0))
-            res = dlr_from_weight_moments(
-                n=mo.n,
-                mean_phi=mo.block_mean(0),
-                m_pp=mo.block(0, 0),
-                wtw=wtw,
-                wtb=wtb,
-                btb=btb,
-                C=int(self._C),
-                rtol=rtol,
-                data_eps=max(self._data_eps, eps_prod),
-                feature_rel_tol=feature_tol,
-                precision=prec,
-                wtw_centered=wtw_c,
-                **kernel,
-            )
-        else:
-            res = dlr_from_moments(
-                n=mo.n,
-                m_pp=mo.block(0, 0, upper=True),
-                m_fp=mo.block(1, 0),
-                m_ff=mo.block(1, 1, upper=True),
-                mean_f=mo.block_mean(1),
-                rtol=rtol,
-                data_eps=self._data_eps,
-                feature_rel_tol=feature_tol,
-                precision=prec,
-                upper=True,
-                **kernel,
-            )
+        res = measure(self._require(), self._head, C=int(self._C or 0), data_eps=self._data_eps, rtol=rtol,
+                      output_kernel=output_kernel, center_logits=center_logits)
         if baseline:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
         return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
@@ -538,7 +453,7 @@ class DLRStats(Estimator):
             n=mo.n,
             mean_phi=mo.block_mean(0),
             m_pp=mo.block(0, 0),
-            C=int(self._C),
+            C=int(self._C or 0),
             draws=draws,
             seed=seed,
             center_logits=center_logits,
@@ -596,28 +511,8 @@ class DLRStats(Estimator):
         """
         mo = self._require()
         res = self.result(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
-        has_y = bool(self._cy)
-        diag_sum = lambda i: float(np.trace(mo.block(i, i, upper=True)))
-        common = dict(
-            n=mo.n,
-            m_pp=mo.block(0, 0),
-            result=res,
-            C=int(self._C),
-            m_yp=mo.block(2, 0) if has_y else None,
-            trace_yy=diag_sum(2) if has_y else None,
-            k=k,
-            rank_tol=100.0 * float(np.finfo(mo.work).eps),
-            name=name,
-            method=method,
-            oversample=oversample,
-            power_iters=power_iters,
-            seed=seed,
-        )
-        if self._head is not None:
-            spec = spectrum_from_moments(wtw=self._head.scaled(mo.block_exponent(0))[0], **common)
-        else:
-            spec = spectrum_from_moments(m_fp=mo.block(1, 0), trace_ff=diag_sum(1), **common)
-        return in_data_units(spec, mo.block_exponent(0))
+        return spectrum_of(mo, self._head, res, C=int(self._C or 0), has_labels=bool(self._cy), k=k, name=name,
+                           method=method, oversample=oversample, power_iters=power_iters, seed=seed)
 
     @locked
     def nc1(self) -> NC1Result:
@@ -625,12 +520,7 @@ class DLRStats(Estimator):
         mo = self._require()
         if self._label_kind != "classes":
             raise DLRInputError("nc1 needs integer class labels: pass labels=class_ids to update()")
-        rtol = max(1e-10, 100.0 * self._data_eps, 100.0 * float(np.finfo(mo.work).eps))
-        ey = mo.block_exponent(2)  # class counts come from the label means: give the label block its own units
-        return nc1_from_moments(
-            n=mo.n, m_pp=mo.block(0, 0), m_yp=np.ldexp(mo.block(2, 0), np.int32(ey)),
-            mean_y=np.ldexp(mo.block_mean(2), np.int32(ey)), rtol=rtol,
-        )
+        return nc1_of(mo, data_eps=self._data_eps)
 
     # ------------------------------------------------------------------ persistence
     @locked
@@ -646,23 +536,18 @@ class DLRStats(Estimator):
             The path written (``.npz`` is appended when missing).
         """
         self._sync()
-        meta: dict[str, Any] = {
-            "p": np.array(-1 if self._p is None else self._p),
-            "C": np.array(-1 if self._C is None else self._C),
-            "cy": np.array(-1 if self._cy is None else self._cy),
-            "label_kind": np.array(self._label_kind or ""),
-            "num_classes": np.array(-1 if self.num_classes is None else self.num_classes),
-            "work": np.array("" if self._work is None else self._work.name),
-            "precision": np.array(self.precision),
-            "data_eps": np.array(self._data_eps),
-            "weights_mode": np.array(self._weights),
-            "n": np.array(0, dtype=np.int64),
-        }
+        work = self._work
+        header = StatsHeader(
+            p=self._p, C=self._C, cy=self._cy, label_kind=self._label_kind, num_classes=self.num_classes,
+            work=None if work is None else work.name, precision=self.precision, data_eps=self._data_eps,
+            weights_mode=self._weights, n=0,
+        )
+        meta: dict[str, Any] = header.to_arrays()
         if self._mom is not None:
             meta.update(self._mom.state_arrays())
         if self._head is not None:
             meta.update(self._head.state_arrays())
-        return atomic_savez(path, _MAGIC, FORMAT_VERSION, meta)
+        return atomic_savez(path, MAGIC, FORMAT_VERSION, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DLRStats:
@@ -673,34 +558,19 @@ class DLRStats(Estimator):
         DLRInputError
             If the file is not a dlrcore statistics file, is damaged, or has a newer format version.
         """
-        data = read_npz(path, _MAGIC, FORMAT_VERSION)
-        st = cls(precision=str_field(data, "precision", path, PRECISIONS))
-
-        def width(key: str) -> int | None:
-            v = int_field(data, key, path, least=-1)
-            return None if v < 0 else v
-
-        st._p, st._C, st._cy = width("p"), width("C"), width("cy")
-        st._label_kind = str_field(data, "label_kind", path, ("", "classes", "targets", "none")) or None
-        st.num_classes = width("num_classes")
-        st._data_eps = float_field(data, "data_eps", path, least=0.0, most=1.0)
-        st._weights = bool_field(data, "weights_mode", path)
-        n = int_field(data, "n", path, least=0)
-        if n and (st._p is None or st._p < 1 or st._C is None or st._C < 1 or st._cy is None or not st._label_kind):
-            raise DLRInputError(f"{path}: damaged file, widths p={st._p}, C={st._C}, label width={st._cy} with n = {n}")
-        if n and st._label_kind == "classes" and not st._cy:
-            raise DLRInputError(f"{path}: damaged file, class labels of width {st._cy}")
-        if st._weights:
-            if st._p is None or st._p < 1 or st._C is None or st._C < 1:
-                raise DLRInputError(f"{path}: damaged file, weights mode with widths p={st._p}, C={st._C}")
-            st._head = WeightsHead.from_state(data, path, st._C, st._p)
-        if n:
+        data = read_npz(path, MAGIC, FORMAT_VERSION)
+        h = StatsHeader.from_arrays(data, path)
+        st = cls(precision=h.precision, num_classes=h.num_classes)
+        st._p, st._C, st._cy, st._label_kind = h.p, h.C, h.cy, h.label_kind
+        st._data_eps, st._weights = h.data_eps, h.weights_mode
+        if h.weights_mode and h.C is not None and h.p is not None:  # widths checked by from_arrays
+            st._head = WeightsHead.from_state(data, path, h.C, h.p)
+        if h.n and h.p and h.cy is not None:
             c = st._c_out
-            q = st._p + c + st._cy
-            work = str_field(data, "work", path, ("float32", "float64"))
+            q = h.p + c + h.cy
             mean = array_field(data, "mean", path, (q,))
             comoment = array_field(data, "comoment", path, (q, q))
             check_comoment(comoment, "comoment", path)
-            st._mom = Moments([st._p, c, st._cy], work=np.dtype(work), exact_block=1 if c else None)
-            st._mom.load_arrays(n, mean, comoment, scale_exponents_field(data, path, 3))
+            st._mom = Moments([h.p, c, h.cy], work=np.dtype(h.work), exact_block=1 if c else None)
+            st._mom.load_arrays(h.n, mean, comoment, scale_exponents_field(data, path, 3))
         return st

@@ -68,6 +68,7 @@ class WeightsHead:
             raise DLRInputError(f"weight: expected a C x p matrix with C, p >= 1, got shape {w.shape}")
         check_finite(w, "weight")
         C, p = w.shape
+        b: np.ndarray
         if bias is None:
             b = np.zeros(C)
         else:

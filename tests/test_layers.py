@@ -15,14 +15,16 @@ LAYERS: dict[str, list[str]] = {
         "extras",
     ],
     "state": ["chan", "folded_moments", "moments", "accumulate", "weights_head"],
-    "results": ["result"],
-    "algebra": ["exact", "spectral", "baseline", "sketch_algebra"],
+    "results": ["record", "result"],
+    "algebra": [
+        "eigen", "output_kernels", "output_span", "exact", "spectral", "baseline", "sketch_algebra",
+    ],
     "estimators": [
-        "estimator", "stats", "sketch", "randomized", "method_choice", "measures", "device_exact", "functions",
-        "__init__",
+        "estimator", "stats_format", "stats_compute", "stats", "sketch", "randomized", "method_choice", "measures",
+        "device_exact", "functions", "__init__",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
-    "front": ["cli", "plot", "dask", "dask_tasks", "demo", "__main__", "adapters"],
+    "front": ["cli", "plot", "dask", "dask_tasks", "demo", "demo_mlp", "__main__", "adapters"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {module: ORDER.index(layer) for layer, modules in LAYERS.items() for module in modules}

@@ -427,12 +427,12 @@ def test_multi_output_with_large_offset(offset):
 @pytest.mark.parametrize("offset_share", [0.0, 0.5, 4.0, 16.0, 1e3, 1e6])
 @pytest.mark.parametrize("max_rel_err", [0.0, 1e-6])
 def test_offset_svd_both_routes_match_the_svd_of_B(seed, offset_share, max_rel_err):
-    """exact._offset_svd answers with eigh(diag(lc) + w w^T) while |w|^2 <= 16 lc[0], or (max_rel_err > 0) when
+    """output_span.offset_svd answers with eigh(diag(lc) + w w^T) while |w|^2 <= 16 lc[0], or (max_rel_err > 0) when
     its own error bound allows, and with the SVD of B = [diag(sqrt(lc)); w^T] otherwise; either way its singular
     values match a float64 SVD of B to 1e-12 sigma_1 (absolute; eigenvalue errors near eps sigma_1^2 give at
     most ~1e-8 sigma_1 on singular values near zero, hence 1e-7 there), those above the cut rtol sigma_1 to
     max(1e-9, max_rel_err) relative, and the leading right singular subspace above 1e-3 sigma_1 to 1e-9."""
-    from dlrcore.exact import _offset_svd
+    from dlrcore.output_span import offset_svd
 
     rng = np.random.default_rng(seed)
     C = int(rng.integers(2, 40))
@@ -441,7 +441,7 @@ def test_offset_svd_both_routes_match_the_svd_of_B(seed, offset_share, max_rel_e
     w = rng.normal(size=C)
     w *= np.sqrt(offset_share * lc[0]) / np.linalg.norm(w)
     rtol = 1e-5
-    sig, rt = _offset_svd(lc, w, rtol=rtol, max_rel_err=max_rel_err)
+    sig, rt = offset_svd(lc, w, rtol=rtol, max_rel_err=max_rel_err)
     B = np.vstack([np.diag(np.sqrt(lc)), w[None, :]])
     _, sref, vref = np.linalg.svd(B, full_matrices=False)
     big = sref > 1e-3 * sref[0]
@@ -459,7 +459,7 @@ def test_offset_svd_both_routes_match_the_svd_of_B(seed, offset_share, max_rel_e
 def test_exact_capturing_sketch_under_a_dominant_output_offset_stays_within_its_estimate(method, offset):
     """A sketch that captures every feature direction (rank + oversample >= p) reports an error near rounding;
     under a dominant output offset its output span must then be as accurate as the exact path's (the product
-    route of exact._offset_svd, whose error grows with the offset squared, may not be taken there)."""
+    route of output_span.offset_svd, whose error grows with the offset squared, may not be taken there)."""
     rng = np.random.default_rng(0)
     n = 3000
     Phi = rng.normal(size=(n, 10))

@@ -513,8 +513,8 @@ def _bad_batches():
         "inf-outputs": (x, inf_y, "Inf"),
         "inf-features": (inf_x, y, "Inf"),
         "mismatched-n": (x, y[:19], "mismatched n"),
-        "wrong-width": (x[:, :-1], y, f"expected {P_S} columns"),
-        "wrong-C": (x, y[:, :2], "expected 3 columns"),
+        "wrong-width": (x[:, :-1], y, f"earlier batches had p = {P_S}"),
+        "wrong-C": (x, y[:, :2], "earlier batches had C = 3"),
         "empty": (x[:0], y[:0], "empty"),
         "3-D": (x.reshape(20, P_S, 1), y, "2-D"),
         "complex": (x.astype(np.complex128), y, "complex"),
@@ -731,7 +731,7 @@ def test_error_estimate_none_for_exact_and_str_of_sketch():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_output_span_with_rank_deficient_and_offset_outputs(method, offset, dtype):
     """The approximate methods may take the output span from diag(lc) + w w^T under a dominant offset
-    (exact._offset_svd with max_rel_err, when its error bound allows): the output rank and the constant share
+    (output_span.offset_svd with max_rel_err, when its error bound allows): the output rank and the constant share
     equal the exact path's (C = 9 outputs of rank 3, 4 with the offset's constant direction), and D_LR stays within
     the error estimate of the float64 reference."""
     rng = np.random.default_rng(5)
