@@ -101,7 +101,7 @@ class _NpyRows:
         want = out.nbytes
         if want == 0:
             return out
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             got, pos = 0, self.offset + i * self.row_bytes
@@ -129,16 +129,16 @@ def _pread_into(fd: int, view: memoryview, pos: int) -> int:  # pragma: no cover
 def _open_npy(path: Path, spec: str, mmap: bool) -> ArraySource:
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
+        header: tuple[tuple[int, ...], bool, np.dtype] | None = None
         if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            header = np.lib.format.read_array_header_1_0(fh)
         elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            shape, fortran, dtype = None, None, None
+            header = np.lib.format.read_array_header_2_0(fh)
         offset = fh.tell()
-    if shape is None or mmap or fortran or dtype.hasobject:
+    if header is None or mmap or header[1] or header[2].hasobject:  # other versions, Fortran order, objects
         a = np.load(path, mmap_mode="r", allow_pickle=False)
         return ArraySource(str(path), a.shape, a.dtype, lambda i, j: a[i:j], spec, "npy")
+    shape, _, dtype = header
     size = os.path.getsize(path)
     need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if size < need:
@@ -152,13 +152,16 @@ def _is_zarr(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _missing_extra(path: Path, what: str, extra: str) -> DLRInputError:
+    """The error for a format whose optional dependency is not installed: what to install."""
+    return DLRInputError(f'{path}: reading {what} needs the optional dependency: pip install "dlrcore[{extra}]"')
+
+
 def _open_zarr(path: Path, key: str | None, spec: str) -> ArraySource:
     try:
         import zarr
     except ImportError as exc:
-        raise DLRInputError(
-            f'{path}: reading zarr stores needs the optional dependency: pip install "dlrcore[zarr]"'
-        ) from exc
+        raise _missing_extra(path, "zarr stores", "zarr") from exc
     node = zarr.open(store=str(path), mode="r")
     if isinstance(node, zarr.Array):
         if key is not None:
@@ -168,7 +171,7 @@ def _open_zarr(path: Path, key: str | None, spec: str) -> ArraySource:
         try:
             members = dict(node.members(max_depth=None))
         except (TypeError, AttributeError):  # zarr 2
-            members = dict(node.arrays(recurse=True))
+            members = dict(node.arrays(recurse=True))  # type: ignore[call-arg]  # zarr 2 API; the stubs are zarr 3's
         arrays = {k: v for k, v in members.items() if isinstance(v, zarr.Array)}
         k = _pick(list(arrays), key.strip("/") if key is not None else None, path)
         arr, name = arrays[k], f"{path}:{k}"
@@ -179,9 +182,7 @@ def _open_hdf5(path: Path, key: str | None, spec: str) -> ArraySource:
     try:
         import h5py
     except ImportError as exc:
-        raise DLRInputError(
-            f'{path}: reading HDF5 files needs the optional dependency: pip install "dlrcore[hdf5]"'
-        ) from exc
+        raise _missing_extra(path, "HDF5 files", "hdf5") from exc
     fh = h5py.File(str(path), "r")
     names: list[str] = []
     fh.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
@@ -243,9 +244,7 @@ def open_array(spec: str, *, mmap: bool = False) -> ArraySource:
             try:
                 from safetensors import safe_open
             except ImportError as exc:
-                raise DLRInputError(
-                    f"{path}: reading .safetensors needs the optional dependency: pip install 'dlrcore[safetensors]'"
-                ) from exc
+                raise _missing_extra(path, ".safetensors", "safetensors") from exc
             fh = safe_open(str(path), framework="numpy")
             k = _pick(list(fh.keys()), key, path)
             sl = fh.get_slice(k)
@@ -261,10 +260,6 @@ def open_array(spec: str, *, mmap: bool = False) -> ArraySource:
 
 
 # ---------------------------------------------------------------------------------------------- accumulation
-
-#: Test-only throttle: seconds to sleep after each batch (lets tests kill a run mid-way); never set it otherwise.
-_TEST_SLEEP_ENV = "DLRCORE_TEST_BATCH_SLEEP"
-
 
 def _as_source(x: Any, mmap: bool) -> ArraySource:
     return x if isinstance(x, ArraySource) else open_array(os.fspath(x), mmap=mmap)
@@ -432,7 +427,8 @@ def accumulate_files(
             out = sources["outputs"]
             C = out.shape[1] if len(out.shape) == 2 else 1
             itemsize = max(1, feats.dtype.itemsize)
-            method = method_for_widths(feats.shape[1], C, itemsize=itemsize, max_memory=max_memory)
+            budget = None if max_memory is None else int(max_memory)
+            method = method_for_widths(feats.shape[1], C, itemsize=itemsize, max_memory=budget)
     if method == "sketch" and "labels" in sources:
         raise DLRInputError("--labels is not supported with the sketch method (labels are not sketched)")
 
@@ -454,7 +450,7 @@ def accumulate_files(
         return DLRStats(precision=precision, num_classes=num_classes)
 
     position = 0
-    if ck is not None:
+    if ck is not None and ck_path is not None:  # a checkpoint is only ever loaded from ck_path
         check_fingerprint(ck_path, ck.fingerprint, fingerprint)
         stats, position = ck.stats, ck.position
         if ck.complete:
@@ -464,7 +460,6 @@ def accumulate_files(
 
     total_bytes = feats.nbytes + sum(s.nbytes for s in sources.values())
     show = progress if progress is not None else (sys.stderr.isatty() and total_bytes > PROGRESS_BYTES)
-    sleep = float(os.environ.get(_TEST_SLEEP_ENV, "0") or 0)
     every = int(checkpoint_every)
     with Progress(feats.rows, label, enabled=bool(show)) as bar:
         if position:
@@ -483,10 +478,6 @@ def accumulate_files(
             bar.advance(x.shape[0])
             if ck_path is not None and (stop // rows) % every == 0 and stop < feats.rows:
                 save_checkpoint(ck_path, stats, position, feats.rows, fingerprint)
-            if sleep > 0:
-                import time
-
-                time.sleep(sleep)
     if ck_path is not None:
         save_checkpoint(ck_path, stats, position, feats.rows, fingerprint)
     return stats

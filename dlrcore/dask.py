@@ -6,8 +6,10 @@ object: memory per task is O(chunk + (p + C)^2) (O(chunk + (p + C) s) for the sk
 the merged statistics only, never raw rows. The merges are exact (Chan's pairwise update), so the result equals
 the one-shot NumPy result up to rounding.
 
-This module needs ``dask[array]`` (and ``distributed`` for clusters): ``pip install "dlrcore[dask]"``.
-``import dlrcore`` never imports Dask; import this module explicitly (``import dlrcore.dask``).
+This module builds the task graphs, connects to the scheduler and checks the arguments; the tasks themselves (per-block
+partials, file reads, merges) are :mod:`dlrcore.dask_tasks`. It needs ``dask[array]`` (and ``distributed`` for
+clusters): ``pip install "dlrcore[dask]"``. ``import dlrcore`` never imports Dask; import this module explicitly
+(``import dlrcore.dask``).
 
 Examples
 --------
@@ -21,9 +23,7 @@ True
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +33,17 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
-from .arrayfiles import check_output_choice, open_array
+from .arrayfiles import check_output_choice
+from .dask_tasks import (
+    check_files,
+    describe_files,
+    file_partial_sketch,
+    file_partial_stats,
+    merge,
+    partial_sketch,
+    partial_stats,
+    weights_template,
+)
 from .inputs import DLRInputError, as_matrix
 from .progress import Progress
 from .sketch import DEFAULT_OVERSAMPLE, DEFAULT_PROBES, DEFAULT_RANK, DLRSketch, method_for_widths
@@ -63,86 +73,6 @@ def _check_address(address: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------- task functions
-# Module-level functions, so that the distributed scheduler pickles them by reference.
-
-
-def _partial_stats(template: DLRStats, x: np.ndarray, f: np.ndarray | None, y: np.ndarray | None) -> DLRStats:
-    """Statistics of one row block (``template`` carries the options and, in weights mode, ``W^T W``)."""
-    st = template.copy()
-    if x.shape[0]:
-        st.update(x, f, labels=y)
-    return st.copy()  # folded in, without the staging buffer: the partial holds O((p + C)^2) only
-
-
-def _partial_sketch(params: dict, x: np.ndarray, f: np.ndarray) -> DLRSketch:
-    sk = DLRSketch(**params)
-    if x.shape[0]:
-        sk.update(x, f)
-    return sk
-
-
-def _merge(*parts: DLRStats | DLRSketch) -> DLRStats | DLRSketch:
-    """Merge into a new object; the inputs are left untouched (a retried task sees them unchanged)."""
-    out = parts[0].copy()
-    for other in parts[1:]:
-        out.merge(other)
-    return out
-
-
-@functools.lru_cache(maxsize=16)
-def _open_cached(spec: str, stamp: tuple[int, int]) -> Any:
-    """One :class:`~dlrcore.arrayfiles.ArraySource` per (file, version) and worker process."""
-    return open_array(spec)
-
-
-def _source(spec: str) -> Any:
-    path = spec
-    if not os.path.exists(spec) and ":" in spec:
-        head = spec.rpartition(":")[0]
-        path = head if head and os.path.exists(head) else spec
-    try:
-        st = os.stat(path)
-        stamp = (int(st.st_mtime_ns), int(st.st_size))
-    except OSError:
-        return open_array(spec)  # raises the precise error (missing file, ...)
-    return _open_cached(spec, stamp)
-
-
-def _describe(specs: dict[str, str]) -> dict[str, tuple[str, tuple[int, ...], str]]:
-    """Name, shape and dtype of each file (run where the files are: on a worker when a cluster is used)."""
-    out = {}
-    for role, spec in specs.items():
-        src = _source(spec)
-        out[role] = (src.name, tuple(int(s) for s in src.shape), str(src.dtype))
-    return out
-
-
-def _read(spec: str | None, start: int, stop: int) -> np.ndarray | None:
-    return None if spec is None else _source(spec).read(start, stop)
-
-
-def _file_partial_stats(template: DLRStats, specs: dict, start: int, stop: int) -> DLRStats:
-    x = _read(specs["features"], start, stop)
-    f, y = _read(specs.get("outputs"), start, stop), _read(specs.get("labels"), start, stop)
-    return _partial_stats(template, x, f, y)
-
-
-def _file_partial_sketch(params: dict, specs: dict, start: int, stop: int) -> DLRSketch:
-    return _partial_sketch(params, _read(specs["features"], start, stop), _read(specs["outputs"], start, stop))
-
-
-def _weights_template(weight: str, bias: str | None, precision: str, num_classes: int | None) -> DLRStats:
-    w = _source(weight)
-    b = None if bias is None else _source(bias)
-    return DLRStats(
-        weight=w.read(0, w.rows),
-        bias=None if b is None else b.read(0, b.rows),
-        precision=precision,
-        num_classes=num_classes,
-    )
-
-
 # ---------------------------------------------------------------------------------------------- graph helpers
 
 
@@ -152,7 +82,7 @@ def _tree(parts: Sequence[Any], split_every: int, token: str) -> Any:
     depth = 0
     while len(level) > 1:
         level = [
-            dask.delayed(_merge, pure=True)(*level[i : i + split_every], dask_key_name=f"dlr-merge-{token}-{depth}-{j}")
+            dask.delayed(merge, pure=True)(*level[i : i + split_every], dask_key_name=f"dlr-merge-{token}-{depth}-{j}")
             for j, i in enumerate(range(0, len(level), split_every))
         ]
         depth += 1
@@ -184,8 +114,8 @@ def _as_dask(a: Any, name: str, row_chunks: tuple[int, ...] | None, ndims: tuple
         hint = "" if row_chunks is not None else " (wrap it: dask.array.from_array(a, chunks=(rows, -1)))"
         raise DLRInputError(f"{name}: expected {allowed}, got {type(a).__module__}.{type(a).__name__}{hint}")
     if a.ndim not in ndims:
-        want = " or ".join(f"{d}-D" for d in ndims)
-        raise DLRInputError(f"{name}: expected a {want} array, got ndim={a.ndim} with shape {a.shape}")
+        dims = " or ".join(f"{d}-D" for d in ndims)
+        raise DLRInputError(f"{name}: expected a {dims} array, got ndim={a.ndim} with shape {a.shape}")
     if any(math.isnan(c) for c in a.chunks[0]):
         raise DLRInputError(f"{name}: unknown chunk sizes along the rows; call {name}.compute_chunk_sizes() first")
     as_matrix(np.empty((0,) * a.ndim, dtype=a.dtype), name, allow_1d=True)  # dtype check: complex, object, ...
@@ -287,7 +217,7 @@ def stats(
     token = dask.base.tokenize(features, outputs, labels, num_classes, precision)
     tmpl = dask.delayed(template, name=f"dlr-template-{token}")
     parts = [
-        dask.delayed(_partial_stats, pure=True)(tmpl, x, f, y, dask_key_name=f"dlr-partial-{token}-{i}")
+        dask.delayed(partial_stats, pure=True)(tmpl, x, f, y, dask_key_name=f"dlr-partial-{token}-{i}")
         for i, (x, f, y, r) in enumerate(zip(xs, fs, ys, rows))
         if r > 0
     ]
@@ -335,14 +265,16 @@ def sketch(
     (800, 40, 3)
     """
     split_every = _check_split(split_every)
-    params = {"rank": rank, "oversample": oversample, "probes": probes, "seed": seed, "precision": precision}
+    params: dict[str, Any] = {
+        "rank": rank, "oversample": oversample, "probes": probes, "seed": seed, "precision": precision
+    }
     DLRSketch(**params)  # validates the parameters on the client
     if outputs is None:
         raise DLRInputError("outputs: required")
     xs, fs, _, rows = _row_blocks(features, outputs, None)
     token = dask.base.tokenize(features, outputs, params)
     parts = [
-        dask.delayed(_partial_sketch, pure=True)(params, x, f, dask_key_name=f"dlr-partial-{token}-{i}")
+        dask.delayed(partial_sketch, pure=True)(params, x, f, dask_key_name=f"dlr-partial-{token}-{i}")
         for i, (x, f, r) in enumerate(zip(xs, fs, rows))
         if r > 0
     ]
@@ -443,8 +375,8 @@ def stats_from_files(
     if labels is not None:
         specs["labels"] = str(labels)
     with _Runner(scheduler) as run:
-        meta = run.value(dask.delayed(_describe, pure=False)(specs))
-        n, p, C = _check_files(meta)
+        meta = run.value(dask.delayed(describe_files, pure=False)(specs))
+        n, p, C = check_files(meta)
         itemsize = np.dtype(meta["features"][2]).itemsize
         if method == "auto":
             auto = method_for_widths(p, C, itemsize=itemsize, max_memory=max_memory)
@@ -458,16 +390,19 @@ def stats_from_files(
                 raise DLRInputError("labels are not supported with the sketch method (labels are not sketched)")
             if weight is not None:
                 raise DLRInputError("weight is not supported with the sketch method; give outputs")
-            params = {"rank": rank, "oversample": oversample, "probes": probes, "seed": seed, "precision": precision}
+            params: dict[str, Any] = {
+                "rank": rank, "oversample": oversample, "probes": probes, "seed": seed, "precision": precision
+            }
             DLRSketch(**params)
-            func, first = _file_partial_sketch, params
+            func: Callable[..., Any] = file_partial_sketch
+            first: Any = params
         else:
-            template = DLRStats(num_classes=num_classes, precision=precision)
+            template = DLRStats(num_classes=num_classes, precision=precision)  # validates them on the client
             if weight is not None:
-                template = dask.delayed(_weights_template, pure=False)(weight, bias, precision, num_classes)
+                first = dask.delayed(weights_template, pure=False)(weight, bias, precision, num_classes)
             else:
-                template = dask.delayed(template, name=f"dlr-template-{token}")
-            func, first = _file_partial_stats, template
+                first = dask.delayed(template, name=f"dlr-template-{token}")
+            func = file_partial_stats
         parts = [
             dask.delayed(func, pure=False)(first, specs, a, b, dask_key_name=f"dlr-partial-{token}-{i}")
             for i, (a, b) in enumerate(ranges)
@@ -475,25 +410,6 @@ def stats_from_files(
         if not parts:
             raise DLRInputError(f"{meta['features'][0]}: no rows (n = 0)")
         return run.reduce(parts, [b - a for a, b in ranges], split_every, token, progress)
-
-
-def _check_files(meta: dict) -> tuple[int, int, int]:
-    name, shape, _ = meta["features"]
-    if len(shape) != 2:
-        raise DLRInputError(f"{name}: expected a 2-D n x p array, got shape {shape}")
-    n, p = shape
-    C = 1
-    for role in ("outputs", "labels"):
-        if role not in meta:
-            continue
-        other, oshape, _ = meta[role]
-        if len(oshape) not in (1, 2):
-            raise DLRInputError(f"{other}: expected a 1-D or 2-D {role} array, got shape {oshape}")
-        if oshape[0] != n:
-            raise DLRInputError(f"row counts differ: {name} has {n} rows, {other} has {oshape[0]}")
-        if role == "outputs":
-            C = 1 if len(oshape) == 1 else oshape[1]
-    return n, p, C
 
 
 class _Runner:
@@ -551,7 +467,7 @@ class _Runner:
             level: list[Any] = futures
             while len(level) > 1:
                 level = [
-                    self.client.submit(_merge, *level[i : i + split_every], pure=False)
+                    self.client.submit(merge, *level[i : i + split_every], pure=False)
                     for i in range(0, len(level), split_every)
                 ]
             root = level[0]

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .inputs import DLRInputError
 from .spectral import Spectrum
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
@@ -36,14 +37,17 @@ NO_QUALITY_NOTE = "no quality curve:\npass labels= to dlrcore.spectrum\nor DLRSt
 K_EQUALS_C_GID = "dlrcore-k=C"
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    """A headless Figure with an Agg canvas, importing matplotlib lazily."""
+def _new_figure(figsize: Iterable[float] | None, default: tuple[float, float]) -> Figure:
+    """A headless Figure with an Agg canvas, importing matplotlib lazily; ``figsize`` may be any sequence (a list
+    read from JSON, say), None gives ``default``."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:  # tested in a subprocess with matplotlib blocked
         raise ImportError(_MISSING_MPL) from err
-    fig = Figure(figsize=figsize, layout="constrained")
+    # a tuple as matplotlib wants it: (width, height), or (width, height, unit) with matplotlib >= 3.10
+    size = default if figsize is None else cast("tuple[float, float]", tuple(figsize))
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -91,8 +95,8 @@ def _as_spectra(spectra: Any) -> list[Spectrum]:
     for i, s in enumerate(spectra):
         if isinstance(s, Mapping):  # Spectrum.to_dict() output, for example read back from JSON
             try:
-                s = Spectrum.from_dict(s)
-            except TypeError as err:
+                s = Spectrum.from_dict(dict(s))
+            except DLRInputError as err:
                 raise TypeError(f"spectra[{i}] is a dict but not a Spectrum.to_dict() result: {err}") from None
         if not isinstance(s, Spectrum):
             raise TypeError(
@@ -197,7 +201,7 @@ def spectrum(
     """
     items = _as_spectra(spectra)
     names = _legend_names(items, labels)
-    fig = _new_figure(tuple(figsize) if figsize is not None else (12.0, 4.0))
+    fig = _new_figure(figsize, (12.0, 4.0))
     from matplotlib.ticker import FuncFormatter, LogLocator
     ax_eig, ax_util, ax_qual = fig.subplots(1, 3)
     colors = _colors(len(items))
@@ -381,12 +385,13 @@ def trajectory(
             raise TypeError(f"records[{i}] must be a dict, got {type(r).__name__}")
         if x not in r or r[x] is None:
             raise ValueError(f"records[{i}] has no {x!r} value (x={x!r}); its keys are {sorted(map(str, r))}")
-    xs = [_number(r[x], x, i) for i, r in enumerate(recs)]
-    bad = [i for i, v in enumerate(xs) if v is None or not math.isfinite(v)]
+    numbers = [_number(r[x], x, i) for i, r in enumerate(recs)]
+    bad = [i for i, v in enumerate(numbers) if v is None or not math.isfinite(v)]
     if bad:
         raise ValueError(f"records[{bad[0]}][{x!r}] is not a finite number")
-    if logx and min(xs) <= 0:  # type: ignore[type-var]
-        raise ValueError(f"logx needs positive {x!r} values, got {min(xs)}")  # type: ignore[type-var]
+    xs = [v for v in numbers if v is not None]  # all of them, by the check above
+    if logx and min(xs) <= 0:
+        raise ValueError(f"logx needs positive {x!r} values, got {min(xs)}")
     if not any(dlr in r for r in recs):
         raise ValueError(f"no record has the D_LR key {dlr!r}")
 
@@ -402,17 +407,17 @@ def trajectory(
         if unknown:
             raise ValueError(f"accuracy key(s) {unknown} occur in no record")
 
-    dx, dy = _series(recs, xs, dlr)  # type: ignore[arg-type]
+    dx, dy = _series(recs, xs, dlr)
     if dy.size == 0:
         raise ValueError(f"every {dlr!r} value is None or NaN: nothing to plot")
-    acc = [(key, *_series(recs, xs, key)) for key in keys]  # type: ignore[arg-type]
+    acc = [(key, *_series(recs, xs, key)) for key in keys]
     lines = [("D_half" if dlr.endswith("_sqrt") else "D_LR", "black", dx, dy)]
     both = [(name, color, f"{dlr}_{kind}") for name, color, kind in (("D_LR", "black", "span"),
                                                                       ("D_half", "tab:red", "sqrt"))]
     if all(any(r.get(key) is not None for r in recs) for _, _, key in both):
-        lines = [(name, color, *_series(recs, xs, key)) for name, color, key in both]  # type: ignore[arg-type]
+        lines = [(name, color, *_series(recs, xs, key)) for name, color, key in both]
 
-    fig = _new_figure(tuple(figsize) if figsize is not None else (7.0, 4.0))
+    fig = _new_figure(figsize, (7.0, 4.0))
     ax = fig.subplots()
     for name, color, lx, ly in lines:
         ax.plot(lx, ly, color=color, linewidth=2.0, marker="o" if lx.size <= 40 else None, markersize=3.5,
@@ -432,7 +437,7 @@ def trajectory(
         _unit_ylim(ax2, [ay for _, _, ay in acc])
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
     # below the axes: a legend inside would hide part of some curve whatever its corner
-    texts = [h.get_label() for h in handles]
+    texts = [str(h.get_label()) for h in handles]
     fig.legend(handles, texts, loc="outside lower center", ncols=_legend_columns(texts, fig), frameon=False)
     if title:
         ax.set_title(title)

@@ -59,16 +59,40 @@ def position(ck):
         return 0
 
 
-def run_and_kill(cmd, ck, after_rows, env):
-    """Start ``cmd``, SIGKILL it once the checkpoint holds more than ``after_rows`` rows; return the position."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+# `dlr compute ARGS...` in a child process that stops for good before reading the feature rows from BLOCK_ROW on
+# (the checkpoint then holds exactly the rows before them, with --checkpoint-every 1) and creates READY to say so.
+BLOCKING_COMPUTE = """
+import sys, time
+from pathlib import Path
+from dlrcore.arrayfiles import ArraySource
+from dlrcore.cli import main
+
+block_row, ready, argv = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+read = ArraySource.read
+
+def blocking_read(self, start, stop):
+    if "phi" in self.name and start >= block_row:
+        ready.touch()
+        while True:
+            time.sleep(60)  # until the test kills this process
+    return read(self, start, stop)
+
+ArraySource.read = blocking_read
+sys.exit(main(argv))
+"""
+
+
+def run_and_kill(cmd, ck, block_row):
+    """Run ``cmd`` (a ``dlr compute`` command line) until it blocks before row ``block_row``, SIGKILL it there and
+    return the checkpoint's position."""
+    ready = ck.parent / f"ready-{block_row}"
+    child = [sys.executable, "-c", BLOCKING_COMPUTE, str(block_row), str(ready), *cmd[3:]]
+    proc = subprocess.Popen(child, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if position(ck) > after_rows:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready.exists():
             time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+        assert ready.exists() and proc.poll() is None, f"the run did not block: {proc.communicate()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -90,12 +114,10 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(data, method):
     assert ref.returncode == 0, ref.stderr
     want = json.loads(ref.stdout)
 
-    slow = dict(os.environ, DLRCORE_TEST_BATCH_SLEEP="0.04")  # test-only throttle: about 2.4 s for 60 batches
     cmd = cli(d, *common, str(d / "got.npz"), "--checkpoint", str(ck), "--checkpoint-every", "1")
-    first = run_and_kill(cmd, ck, 0, slow)
-    assert 0 < first < N and first % BATCH == 0
-    second = run_and_kill(cmd, ck, first, slow)  # killed again while resuming
-    assert first < second < N
+    assert cmd[1:4] == ["-m", "dlrcore", "compute"]
+    assert run_and_kill(cmd, ck, 3 * BATCH) == 3 * BATCH  # killed after 3 batches
+    assert run_and_kill(cmd, ck, 7 * BATCH) == 7 * BATCH  # killed again while resuming, 4 batches later
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,8 @@ framework, and only that one, when *you* import it:
 * :mod:`dlrcore.adapters.hf`: Hugging Face ``transformers`` (``collect_hf``);
 * :mod:`dlrcore.adapters.jax`: JAX/Flax; :mod:`dlrcore.adapters.keras`: Keras 3.
 
-:mod:`dlrcore.adapters.batches` reads batches for all of them, framework-neutrally.
+:mod:`dlrcore.adapters.batches` reads batches for all of them and :mod:`dlrcore.adapters.loop` runs their one
+measuring loop (batches, labels, statistics, progress, dump), framework-neutrally.
 
 Importing :mod:`dlrcore` or :mod:`dlrcore.adapters` never imports a framework; the core works with none
 installed.

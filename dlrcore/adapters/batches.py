@@ -1,9 +1,11 @@
 """Framework-agnostic batch handling shared by the adapters: splitting a batch into model input and labels, and
-turning labels into per-sample rows. NumPy only; no framework is imported here."""
+turning labels into per-sample rows. NumPy only; no framework is imported here (the measuring loop that uses these
+helpers is :mod:`dlrcore.adapters.loop`)."""
 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -15,11 +17,13 @@ from ..inputs import DLRInputError
 __all__ = [
     "LABEL_KEYS",
     "LabelDecision",
+    "check_max_batches",
     "first_and_total",
     "label_rows",
     "model_input_and_labels",
     "result_record",
     "split_batch",
+    "user_stacklevel",
 ]
 
 #: Dict keys searched, in this order, for the labels of a dict batch.
@@ -27,6 +31,30 @@ LABEL_KEYS: tuple[str, ...] = ("label", "labels", "y", "target", "targets")
 
 
 _END = object()
+
+
+def check_max_batches(max_batches: int | None) -> None:
+    """Refuse a ``max_batches`` that is not None or a positive integer.
+
+    Examples
+    --------
+    >>> check_max_batches(None); check_max_batches(3)
+    >>> check_max_batches(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_batches must be a positive integer, got 0
+    """
+    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
+        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of a :func:`warnings.warn` made by the caller of this function that points at the first
+    frame outside :mod:`dlrcore` (the user's ``collect(...)`` call, however deep the adapter's own calls go)."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and str(frame.f_globals.get("__name__", "")).startswith("dlrcore."):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def first_and_total(data: Iterable[Any], max_batches: int | None) -> tuple[Any, Iterator[Any], int | None]:
@@ -190,6 +218,8 @@ def label_rows(lab: Any, n_rows: int, n_batch: int) -> tuple[np.ndarray | None, 
 class LabelDecision:
     """Use labels when the first batch has usable ones; from then on every batch must have them.
 
+    ``use`` is None until the first batch decides; set it to False beforehand to ignore labels altogether.
+
     Examples
     --------
     >>> d = LabelDecision()
@@ -205,17 +235,23 @@ class LabelDecision:
         self.use: bool | None = None
 
     def rows(self, lab: Any, n_rows: int, n_batch: int, index: int) -> np.ndarray | None:
-        """Label rows for batch ``index`` (None when labels are not used); warns when the first batch's labels
-        cannot be used and raises when a later batch lacks labels the first one had."""
+        """Label rows for batch ``index`` from :func:`label_rows` (None when labels are not used)."""
+        out: np.ndarray | None = self.decide(lab, index, lambda v: label_rows(v, n_rows, n_batch))
+        return out
+
+    def decide(self, lab: Any, index: int, convert: Callable[[Any], tuple[Any, str]]) -> Any:
+        """Label rows for batch ``index``: ``convert(lab)`` gives ``(rows, "")`` or ``(None, reason)``; None when
+        labels are not used. Warns when the first batch's labels cannot be used and raises when a later batch lacks
+        labels the first one had."""
         if self.use is None:
-            rows, why = (None, "") if lab is None else label_rows(lab, n_rows, n_batch)
+            rows, why = (None, "") if lab is None else convert(lab)
             if lab is not None and rows is None:
-                warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=4)  # the user's collect() call
+                warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=user_stacklevel())
             self.use = rows is not None
             return rows
         if not self.use:
             return None
-        rows, why = (None, "the batch has no labels") if lab is None else label_rows(lab, n_rows, n_batch)
+        rows, why = (None, "the batch has no labels") if lab is None else convert(lab)
         if rows is None:
             raise DLRInputError(f"batch {index}: earlier batches had labels, but {why}")
         return rows

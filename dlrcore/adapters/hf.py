@@ -8,29 +8,32 @@ the model's own methods (``get_output_embeddings``) and runs it.
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..extras import require
 from ..inputs import DLRInputError
-from ..progress import Progress
 from ..stats import DLRStats
-from .batches import first_and_total
+from .batches import LabelDecision, first_and_total
+from .loop import BatchRows, feed_batches
 from .torch_model import (
     PROGRESS_DELAY,
     LayerSpec,
+    _check_model,
     _detect_last_linear,
+    _eval_pass,
     _first_tensor,
     _model_device,
-    _module_names,
     _move,
-    _release,
     _resolve,
 )
 
-torch = require("torch", "torch", "dlrcore.adapters")
-nn = torch.nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "torch", "dlrcore.adapters")
+    nn = torch.nn
 
 __all__ = ["HF_LABEL_KEYS", "HF_POOLING", "collect_hf"]
 
@@ -82,6 +85,16 @@ def _hf_pool(h: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> tuple[
         idx = torch.where(m, pos, torch.full_like(pos, t)).min(dim=1).values
     idx = idx.clamp(0, t - 1)
     return h[torch.arange(b, device=h.device), idx][keep], keep
+
+
+def _hf_label_rows(lab: Any, kept: torch.Tensor | None, n: int) -> tuple[torch.Tensor | None, str]:
+    """Labels matched to the ``n`` pooled rows (the ``kept`` mask drops padding), or ``(None, reason)``."""
+    lt = torch.as_tensor(lab).detach().cpu()
+    if kept is not None and lt.shape[: kept.ndim] == kept.shape:
+        lt = lt[kept.cpu()]
+    if lt.shape[0] == n:
+        return lt, ""
+    return None, f"labels of shape {tuple(torch.as_tensor(lab).shape)} do not give one label per sample ({n} samples)"
 
 
 def collect_hf(
@@ -172,14 +185,11 @@ def collect_hf(
     """
     if pooling not in HF_POOLING:
         raise ValueError(f"pooling must be one of {HF_POOLING}, got {pooling!r}")
-    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    names = _module_names(model)
+    names = _check_model(model, max_batches)
     device = _model_device(model)
 
-    def split(batch: Any) -> tuple[dict[str, Any], torch.Tensor | None, Any]:
+    def split(batch: Any) -> tuple[tuple[dict[str, Any], torch.Tensor | None], Any]:
+        """``((model keyword arguments, attention mask or None), raw labels or None)`` of one batch."""
         if batch_to_input is not None:
             kwargs = batch_to_input(batch)
             if not isinstance(kwargs, Mapping):
@@ -201,112 +211,90 @@ def collect_hf(
             key = next((k for k in ("labels", "label") if k in batch), None)
             lab = None if key is None else batch[key]
         mask = kwargs.get("attention_mask")
-        return kwargs, (mask if isinstance(mask, torch.Tensor) else None), lab
+        return (kwargs, (mask if isinstance(mask, torch.Tensor) else None)), lab
 
     first, it, total = first_and_total(data, max_batches)
 
-    modes = {m: m.training for m in model.modules()}
-    handles: list[Any] = []
     captured: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    display = Progress(total, "dlrcore collect_hf", enabled=progress, delay=PROGRESS_DELAY, unit="batches")
-    stats: DLRStats | None = None
-    model.eval()
-    try:
-        with torch.no_grad():
-            kw0, _, _ = split(first)
-            name, mod, is_lm = _hf_head(model, head, names, lambda: model(**_move(kw0, device)))
-            use_weights = is_lm if weights is None else bool(weights)
-            if use_weights:
-                w = getattr(mod, "weight", None)
-                if not isinstance(w, torch.Tensor) or w.ndim != 2:
-                    raise ValueError(f"head {name!r} has no 2-D weight; pass weights=False")
-                b = getattr(mod, "bias", None)
-                stats = DLRStats(
-                    weight=w.detach().cpu(), bias=None if b is None else b.detach().cpu(),
-                    num_classes=num_classes, precision=precision,
+    with _eval_pass(model) as handles:
+        (kw0, _), _ = split(first)
+        name, mod, is_lm = _hf_head(model, head, names, lambda: model(**_move(kw0, device)))
+        use_weights = is_lm if weights is None else bool(weights)
+        if use_weights:
+            w = getattr(mod, "weight", None)
+            if not isinstance(w, torch.Tensor) or w.ndim != 2:
+                raise ValueError(f"head {name!r} has no 2-D weight; pass weights=False")
+            b = getattr(mod, "bias", None)
+            stats = DLRStats(
+                weight=w.detach().cpu(), bias=None if b is None else b.detach().cpu(),
+                num_classes=num_classes, precision=precision,
+            )
+
+            def pre(m: nn.Module, args: Any, kwargs: Any) -> None:
+                x = _first_tensor(args)
+                if x is None:
+                    x = _first_tensor(kwargs.values())
+                if x is None:
+                    raise ValueError(f"head {name!r} was called without a tensor input")
+                captured.append((x.detach(), None))
+                raise _StopForward
+
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+        else:
+            stats = DLRStats(num_classes=num_classes, precision=precision)
+
+            def post(m: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+                x = _first_tensor(args)
+                if x is None:
+                    x = _first_tensor(kwargs.values())
+                y = out if isinstance(out, torch.Tensor) else None
+                if x is None or y is None:
+                    raise ValueError(f"head {name!r} must take and return a tensor")
+                captured.append((x.detach(), y.detach()))
+                raise _StopForward
+
+            handles.append(mod.register_forward_hook(post, with_kwargs=True))
+
+        def run(inputs: tuple[dict[str, Any], torch.Tensor | None], nb: int) -> BatchRows | None:
+            """Forward pass of batch ``nb`` up to the head; the head's (pooled) input and output rows."""
+            kwargs, mask = inputs
+            captured.clear()
+            try:
+                model(**_move(kwargs, device))
+            except _StopForward:
+                pass
+            if len(captured) != 1:
+                raise ValueError(
+                    f"head {name!r} was {'not called' if not captured else 'called several times'} in the "
+                    f"forward pass of batch {nb}"
                 )
-
-                def pre(m: nn.Module, args: Any, kwargs: Any) -> None:
-                    x = _first_tensor(args)
-                    if x is None:
-                        x = _first_tensor(kwargs.values())
-                    if x is None:
-                        raise ValueError(f"head {name!r} was called without a tensor input")
-                    captured.append((x.detach(), None))
-                    raise _StopForward
-
-                handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+            x, y = captured[0]
+            captured.clear()
+            if x.ndim == 3:  # per-token head: pool, skipping padding
+                feats, kept = _hf_pool(x, mask, pooling)
+                outs = None if y is None else _hf_pool(y, mask, pooling)[0]
+            elif x.ndim == 2:
+                feats, kept, outs = x, None, y
             else:
-                stats = DLRStats(num_classes=num_classes, precision=precision)
+                raise DLRInputError(f"head {name!r}: input of shape {tuple(x.shape)} (expected 2-D or 3-D)")
+            if feats.shape[0] == 0:
+                return None
+            n = feats.shape[0]
+            return BatchRows(
+                feats.cpu(), None if use_weights or outs is None else outs.cpu(),
+                label_rows=lambda lab: _hf_label_rows(lab, kept, n),
+            )
 
-                def post(m: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
-                    x = _first_tensor(args)
-                    if x is None:
-                        x = _first_tensor(kwargs.values())
-                    y = out if isinstance(out, torch.Tensor) else None
-                    if x is None or y is None:
-                        raise ValueError(f"head {name!r} must take and return a tensor")
-                    captured.append((x.detach(), y.detach()))
-                    raise _StopForward
-
-                handles.append(mod.register_forward_hook(post, with_kwargs=True))
-
-            use_labels: bool | None = None if (labels and not (is_lm and not callable(labels))) else False
-            rows = nb = 0
-            batches: Iterable[Any] = itertools.chain([first], it)
-            if max_batches is not None:
-                batches = itertools.islice(batches, int(max_batches))
-            for nb, batch in enumerate(batches, start=1):
-                captured.clear()
-                kwargs, mask, lab = split(batch)
-                try:
-                    model(**_move(kwargs, device))
-                except _StopForward:
-                    pass
-                if len(captured) != 1:
-                    raise ValueError(
-                        f"head {name!r} was {'not called' if not captured else 'called several times'} in the "
-                        f"forward pass of batch {nb}"
-                    )
-                x, y = captured[0]
-                captured.clear()
-                if x.ndim == 3:  # per-token head: pool, skipping padding
-                    feats, kept = _hf_pool(x, mask, pooling)
-                    outs = None if y is None else _hf_pool(y, mask, pooling)[0]
-                elif x.ndim == 2:
-                    feats, kept, outs = x, None, y
-                else:
-                    raise DLRInputError(f"head {name!r}: input of shape {tuple(x.shape)} (expected 2-D or 3-D)")
-                if feats.shape[0] == 0:
-                    continue
-                lab_rows = None
-                if use_labels is not False and lab is not None:
-                    lt = torch.as_tensor(lab).detach().cpu()
-                    if kept is not None and lt.shape[: kept.ndim] == kept.shape:
-                        lt = lt[kept.cpu()]
-                    if lt.shape[0] == feats.shape[0]:
-                        lab_rows = lt
-                    elif use_labels is None:
-                        warnings.warn(
-                            f"labels of shape {tuple(torch.as_tensor(lab).shape)} do not give one label per "
-                            f"sample ({feats.shape[0]} samples); labels dropped", UserWarning, stacklevel=2
-                        )
-                if use_labels is None:
-                    use_labels = lab_rows is not None
-                elif use_labels and lab_rows is None:
-                    raise DLRInputError(f"batch {nb}: earlier batches had labels, this one has none that fit")
-                feats = feats.cpu()
-                if use_weights:
-                    stats.update(feats, labels=lab_rows if use_labels else None)
-                else:
-                    stats.update(feats, outs.cpu(), labels=lab_rows if use_labels else None)
-                rows += feats.shape[0]
-                display.advance(nb - display.done, f"{rows} samples")
-            display.advance(nb - display.done, f"{rows} samples", final=True)
-    finally:
-        captured.clear()
-        _release(handles, modes)
-        display.close()
-    if stats is None or stats.n == 0:
+        decision = LabelDecision()
+        if not labels or (is_lm and not callable(labels)):
+            decision.use = False  # LM label ids would give n x vocab one-hot targets
+        try:
+            feed_batches(
+                itertools.chain([first], it), total, split=split, run=run, stats=stats, decision=decision,
+                max_batches=max_batches, progress=progress, title="dlrcore collect_hf", delay=PROGRESS_DELAY,
+            )
+        finally:
+            captured.clear()
+    if stats.n == 0:
         raise ValueError("no samples were collected: every batch was empty or fully padded")
     return stats

@@ -53,19 +53,24 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from ..backend import is_device_input
 from ..extras import require
-from ..progress import Progress
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, LabelDecision, first_and_total, model_input_and_labels
+from .batches import LABEL_KEYS, check_max_batches, first_and_total, model_input_and_labels
+from .loop import BatchRows, feed_batches
 
-jax = require("jax", "jax", "dlrcore.adapters.jax")
-jnp = require("jax.numpy", "jax", "dlrcore.adapters.jax")
-nn = require("flax.linen", "jax", "dlrcore.adapters.jax")
+if TYPE_CHECKING:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+else:
+    jax = require("jax", "jax", "dlrcore.adapters.jax")
+    jnp = require("jax.numpy", "jax", "dlrcore.adapters.jax")
+    nn = require("flax.linen", "jax", "dlrcore.adapters.jax")
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "collect", "collect_fn", "last_dense"]
 
@@ -279,16 +284,9 @@ def _capture_fn(
 
 
 # ---------------------------------------------------------------------------------------------- the loop
-def _check_common(max_batches: int | None) -> None:
-    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
-
-
 def _run(
-    step: Callable[[Any], tuple[Any, Any]],
-    first: Any,
-    it: Iterable[Any],
-    total: int | None,
+    make_step: Callable[[Any], Callable[[Any], tuple[Any, Any]]],
+    data: Iterable[Any],
     *,
     max_batches: int | None,
     progress: bool,
@@ -297,29 +295,25 @@ def _run(
     precision: str,
     batch_to_input: Callable[[Any], Any] | None,
 ) -> DLRStats:
+    """Statistics of ``step(x) -> (feature rows, output rows)`` over ``data``; ``step = make_step(first batch)``."""
+    first, it, total = first_and_total(data, max_batches)
+    step = make_step(first)
+
+    def run(x: Any, nb: int) -> BatchRows | None:
+        feats, outs = step(x)
+        if not is_device_input(feats):  # GPU arrays go to CuPy through DLPack when it is installed
+            feats, outs = np.asarray(feats), np.asarray(outs)
+        if feats.shape[0] == 0:
+            return None
+        leaves = jax.tree_util.tree_leaves(x)
+        n_batch = int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else feats.shape[0]
+        return BatchRows(feats, outs, n_batch=n_batch)
+
     stats = DLRStats(num_classes=num_classes, precision=precision)
-    batches: Iterable[Any] = itertools.chain([first], it)
-    if max_batches is not None:
-        batches = itertools.islice(batches, int(max_batches))
-    bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
-    decision = LabelDecision()
-    try:
-        for nb, batch in enumerate(batches, start=1):
-            x, lab = _split_batch(batch, batch_to_input, labels)
-            feats, outs = step(x)
-            if not is_device_input(feats):  # GPU arrays go to CuPy through DLPack when it is installed
-                feats, outs = np.asarray(feats), np.asarray(outs)
-            if feats.shape[0] == 0:
-                continue
-            leaves = jax.tree_util.tree_leaves(x)
-            n_batch = int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else feats.shape[0]
-            lab_rows = decision.rows(lab, feats.shape[0], n_batch, nb)
-            stats.update(feats, outs, labels=lab_rows)
-            if bar is not None:
-                bar.advance(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    feed_batches(
+        itertools.chain([first], it), total, split=lambda batch: _split_batch(batch, batch_to_input, labels),
+        run=run, stats=stats, max_batches=max_batches, progress=progress,
+    )
     if stats.n == 0:
         raise ValueError("no samples were collected: every batch was empty")
     return stats
@@ -380,32 +374,26 @@ def collect(
     DLRInputError
         Data the core rejects (NaN, shapes that change between batches, labels in some batches only, ...).
     """
-    _check_common(max_batches)
+    check_max_batches(max_batches)
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable (e.g. model.apply), got {type(apply_fn).__name__}")
-    first, it, total = first_and_total(data, max_batches)
     custom = batch_to_input is not None
-    x0, _ = _split_batch(first, batch_to_input, False)
-    try:
-        path = _choose_layer(apply_fn, params, x0, custom, layer)
-    except jax.errors.UnexpectedTracerError as exc:  # pragma: no cover - lifted transforms
-        raise ValueError(
-            "the layer could not be traced (inside nn.scan / nn.remat / nn.vmap?); use collect_fn with a function "
-            f"returning (features, outputs): {exc}"
-        ) from exc
-    fn = _capture_fn(apply_fn, path, custom)
-    return _run(
-        lambda x: fn(params, x),
-        first,
-        it,
-        total,
-        max_batches=max_batches,
-        progress=progress,
-        labels=labels,
-        num_classes=num_classes,
-        precision=precision,
-        batch_to_input=batch_to_input,
-    )
+
+    def make_step(first: Any) -> Callable[[Any], tuple[jax.Array, jax.Array]]:
+        """The jitted capture of the layer, chosen by an abstract trace on the first batch."""
+        x0, _ = _split_batch(first, batch_to_input, False)
+        try:
+            path = _choose_layer(apply_fn, params, x0, custom, layer)
+        except jax.errors.UnexpectedTracerError as exc:  # pragma: no cover - lifted transforms
+            raise ValueError(
+                "the layer could not be traced (inside nn.scan / nn.remat / nn.vmap?); use collect_fn with a "
+                f"function returning (features, outputs): {exc}"
+            ) from exc
+        fn = _capture_fn(apply_fn, path, custom)
+        return lambda x: fn(params, x)
+
+    return _run(make_step, data, max_batches=max_batches, progress=progress, labels=labels,
+                num_classes=num_classes, precision=precision, batch_to_input=batch_to_input)
 
 
 def collect_fn(
@@ -438,10 +426,9 @@ def collect_fn(
     -------
     DLRStats
     """
-    _check_common(max_batches)
+    check_max_batches(max_batches)
     if not callable(features_and_outputs_fn):
         raise TypeError(f"features_and_outputs_fn must be callable, got {type(features_and_outputs_fn).__name__}")
-    first, it, total = first_and_total(data, max_batches)
 
     def rows(x: Any) -> tuple[jax.Array, jax.Array]:
         res = features_and_outputs_fn(x)
@@ -450,15 +437,5 @@ def collect_fn(
         return _rows(jnp.asarray(res[0]), jnp.asarray(res[1]))
 
     step = jax.jit(rows) if jit else rows
-    return _run(
-        step,
-        first,
-        it,
-        total,
-        max_batches=max_batches,
-        progress=progress,
-        labels=labels,
-        num_classes=num_classes,
-        precision=precision,
-        batch_to_input=batch_to_input,
-    )
+    return _run(lambda first: step, data, max_batches=max_batches, progress=progress, labels=labels,
+                num_classes=num_classes, precision=precision, batch_to_input=batch_to_input)

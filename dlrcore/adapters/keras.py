@@ -33,20 +33,22 @@ Features and outputs are flattened per sample; at a layer applied token-wise (``
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..extras import require
-from ..progress import Progress
+from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..stats import DLRStats
-from .batches import LABEL_KEYS, LabelDecision, result_record, split_batch
+from .batches import LABEL_KEYS, check_max_batches, result_record, split_batch
+from .loop import BatchRows, feed_batches
 
-keras = require("keras", "keras", "dlrcore.adapters.keras")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = require("keras", "keras", "dlrcore.adapters.keras")
 
 __all__ = ["INPUT_KEYS", "LABEL_KEYS", "DLRKerasCallback", "collect", "feature_model"]
 
@@ -178,29 +180,21 @@ def _collect_sub(
     precision: str,
 ) -> DLRStats:
     batches, total = _batches(data, batch_size)
-    if max_batches is not None:
-        batches = itertools.islice(batches, int(max_batches))
-        total = max_batches if total is None else min(total, max_batches)
+
+    def run(x: Any, nb: int) -> BatchRows | None:
+        got = sub.predict_on_batch(x)
+        feats, outs = np.asarray(got[0]), np.asarray(got[1])
+        if feats.ndim == 0 or feats.shape[0] == 0:
+            return None
+        n_batch = feats.shape[0]
+        feats, outs = _rows(feats, outs)
+        return BatchRows(feats, outs, n_batch=n_batch)
+
     stats = DLRStats(num_classes=num_classes, precision=precision)
-    bar = Progress(total, "dlrcore collect", enabled=progress, delay=2.0, unit="batches")
-    decision = LabelDecision()
-    nb = 0
-    try:
-        for nb, batch in enumerate(batches, start=1):
-            x, lab = _split_batch(batch, labels)
-            got = sub.predict_on_batch(x)
-            feats, outs = np.asarray(got[0]), np.asarray(got[1])
-            if feats.ndim == 0 or feats.shape[0] == 0:
-                continue
-            n_batch = feats.shape[0]
-            feats, outs = _rows(feats, outs)
-            lab_rows = decision.rows(lab, feats.shape[0], n_batch, nb)
-            stats.update(feats, outs, labels=lab_rows)
-            if bar is not None:
-                bar.advance(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    nb, _ = feed_batches(
+        batches, total, split=lambda batch: _split_batch(batch, labels), run=run, stats=stats,
+        max_batches=max_batches, progress=progress,
+    )
     if nb == 0:
         raise ValueError("data is empty (a one-shot generator already consumed?); pass arrays, a Dataset or a list")
     if stats.n == 0:
@@ -209,8 +203,7 @@ def _collect_sub(
 
 
 def _check(max_batches: int | None, batch_size: int) -> None:
-    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
+    check_max_batches(max_batches)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
@@ -343,7 +336,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.layer = layer
         self.key = key
-        self.kernel = dict(
+        self.kernel: dict[str, Any] = dict(
             rtol=rtol,
             output_kernel=check_output_kernel(output_kernel),
             center_logits=check_center_logits(center_logits),

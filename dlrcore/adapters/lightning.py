@@ -8,7 +8,7 @@ torch; ``import dlrcore`` and ``import dlrcore.adapters.torch`` do not import it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..extras import require
 
@@ -22,13 +22,17 @@ except ImportError:  # pragma: no cover - depends on what is installed
             'dlrcore.adapters.lightning needs lightning: pip install "dlrcore[lightning]" (or pytorch_lightning)'
         ) from err
 
-from ..exact import CENTER_LOGITS
+from ..output_kernels import CENTER_LOGITS
 from ..stats import DLRStats
 from .torch import Tracker
 from .torch_model import LayerSpec
 
-torch = require("torch", "torch", "dlrcore.adapters.lightning")
-nn = torch.nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "torch", "dlrcore.adapters.lightning")
+    nn = torch.nn
 
 __all__ = ["DLRCallback", "lightning_callback_class"]
 
@@ -97,7 +101,8 @@ class DLRCallback(pl.Callback):  # type: ignore[misc, name-defined]
         if every_n_steps is not None and (int(every_n_steps) != every_n_steps or every_n_steps < 1):
             raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
-        self.on_validation_end = bool(on_validation_end)
+        # not self.on_validation_end: that name is Lightning's own hook method, which a bool would shadow
+        self.measure_on_validation_end = bool(on_validation_end)
         self.log_prefix = str(log_prefix)
         self._tracker = Tracker(
             nn.Module(), data, every=self.every_n_steps or 1, layer=layer, spectrum=spectrum, rtol=rtol,
@@ -148,7 +153,7 @@ class DLRCallback(pl.Callback):  # type: ignore[misc, name-defined]
             self.measure(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        if self.on_validation_end and not trainer.sanity_checking:
+        if self.measure_on_validation_end and not trainer.sanity_checking:
             self.measure(trainer, pl_module)
 
 

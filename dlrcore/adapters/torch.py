@@ -45,41 +45,42 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..backend import is_device_input
-from ..exact import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..extras import require
-from ..inputs import DLRInputError
-from ..npy_writer import ArrayDump
-from ..progress import Progress
+from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, first_and_total, result_record
 from .hf import HF_LABEL_KEYS, HF_POOLING, collect_hf
+from .loop import BatchRows, feed_batches
 from .torch_model import (
     INPUT_KEYS,
     PROGRESS_DELAY,
     SEQUENCE_MODES,
     LayerSpec,
+    _check_model,
     _detect_last_linear,
+    _eval_pass,
     _first_tensor,
     _forward,
     _label_rows,
     _model_device,
-    _module_names,
-    _release,
     _resolve,
     _rows,
     _split_batch,
     last_linear,
 )
 
-torch = require("torch", "torch", "dlrcore.adapters")
-nn = torch.nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "torch", "dlrcore.adapters")
+    nn = torch.nn
 
 __all__ = [
     "HF_LABEL_KEYS",
@@ -198,11 +199,7 @@ def collect(
     """
     if sequence not in SEQUENCE_MODES:
         raise ValueError(f"sequence must be one of {SEQUENCE_MODES}, got {sequence!r}")
-    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    names = _module_names(model)
+    names = _check_model(model, max_batches)
     ref = None if layer is None else _resolve(model, layer, names)
     extra: list[tuple[str, nn.Module]] = []
     if layers is not None:
@@ -218,105 +215,78 @@ def collect(
     custom = batch_to_input is not None
     device = _model_device(model)
     first, it, total = first_and_total(data, max_batches)
-
-    modes = {m: m.training for m in model.modules()}
-    handles: list[Any] = []
-    calls: dict[str, list[tuple[torch.Tensor | None, Any]]] = {}
     if dump is not None and extra:
         raise ValueError("dump writes the rows of one layer: pass it without layers=")
-    dumped = ArrayDump(dump) if dump is not None else None
-    display = Progress(total, "dlrcore collect", enabled=progress, delay=PROGRESS_DELAY, unit="batches")
-    model.eval()
-    try:
-        with torch.no_grad():
-            if ref is None:
-                inputs0, _ = _split_batch(first, batch_to_input, False)
-                ref = _detect_last_linear(model, lambda: _forward(model, inputs0, custom, device), names)
-            ref_name, ref_mod = ref
-            hooked = [(ref_name, ref_mod, True)] + [(n, m, False) for n, m in extra if m is not ref_mod]
-            for name, mod, keep_out in hooked:
-                calls[name] = []
 
-                def hook(m: nn.Module, args: Any, kwargs: Any, out: Any, _n: str = name, _k: bool = keep_out) -> None:
-                    x = _first_tensor(args)
-                    if x is None:
-                        x = _first_tensor(kwargs.values())
-                    y = None
-                    if _k:
-                        y = out if isinstance(out, torch.Tensor) else None
-                        if y is None and isinstance(out, (tuple, list)) and out:
-                            y = out[0] if isinstance(out[0], torch.Tensor) else None
-                    calls[_n].append((None if x is None else x.detach(), None if y is None else y.detach()))
+    calls: dict[str, list[tuple[torch.Tensor | None, Any]]] = {}
+    with _eval_pass(model) as handles:
+        if ref is None:
+            inputs0, _ = _split_batch(first, batch_to_input, False)
+            ref = _detect_last_linear(model, lambda: _forward(model, inputs0, custom, device), names)
+        ref_name, ref_mod = ref
+        hooked = [(ref_name, ref_mod, True)] + [(n, m, False) for n, m in extra if m is not ref_mod]
+        for name, mod, keep_out in hooked:
+            calls[name] = []
 
-                handles.append(mod.register_forward_hook(hook, with_kwargs=True))
+            def hook(m: nn.Module, args: Any, kwargs: Any, out: Any, _n: str = name, _k: bool = keep_out) -> None:
+                x = _first_tensor(args)
+                if x is None:
+                    x = _first_tensor(kwargs.values())
+                y = None
+                if _k:
+                    y = out if isinstance(out, torch.Tensor) else None
+                    if y is None and isinstance(out, (tuple, list)) and out:
+                        y = out[0] if isinstance(out[0], torch.Tensor) else None
+                calls[_n].append((None if x is None else x.detach(), None if y is None else y.detach()))
 
-            ref_stats = None if extra else DLRStats(num_classes=num_classes, precision=precision)
-            layer_stats = {n: DLRStats(num_classes=num_classes, precision=precision) for n, _ in extra}
-            use_labels: bool | None = None
-            rows = 0
-            nb = 0
-            batches: Iterable[Any] = itertools.chain([first], it)
-            if max_batches is not None:
-                batches = itertools.islice(batches, int(max_batches))
-            for nb, batch in enumerate(batches, start=1):
-                for lst in calls.values():
-                    lst.clear()
-                inputs, lab = _split_batch(batch, batch_to_input, labels)
-                _forward(model, inputs, custom, device)
-                for name, _, _ in hooked:
-                    got = len(calls[name])
-                    if got != 1:
-                        what = "was not called" if got == 0 else f"was called {got} times"
-                        raise ValueError(
-                            f"layer {name!r} {what} in the forward pass of batch {nb}; a measured layer must be "
-                            "called exactly once per forward pass"
-                        )
-                x_ref, y_ref = calls[ref_name][0]
-                if x_ref is None or y_ref is None:
+            handles.append(mod.register_forward_hook(hook, with_kwargs=True))
+
+        def run(inputs: Any, nb: int) -> BatchRows | None:
+            """Forward pass of batch ``nb``; the rows of the hooked layers."""
+            for lst in calls.values():
+                lst.clear()
+            _forward(model, inputs, custom, device)
+            for name, _, _ in hooked:
+                got = len(calls[name])
+                if got != 1:
+                    what = "was not called" if got == 0 else f"was called {got} times"
                     raise ValueError(
-                        f"layer {ref_name!r} must take a tensor input and return a tensor (or a tuple starting "
-                        "with one); pass layer= naming a module that does"
+                        f"layer {name!r} {what} in the forward pass of batch {nb}; a measured layer must be "
+                        "called exactly once per forward pass"
                     )
-                if x_ref.ndim == 0 or x_ref.shape[0] == 0:
-                    continue
-                b = x_ref.shape[0]
-                tokenwise = x_ref.ndim >= 3 and y_ref.ndim == x_ref.ndim and x_ref.shape[:-1] == y_ref.shape[:-1]
-                lead = tuple(y_ref.shape[:-1]) if tokenwise else (b,)
-                outs = _to_core(_rows(y_ref, lead, sequence, f"outputs of {ref_name!r}"))
-                lab_rows = None
-                if use_labels is None:
-                    lab_rows, why = (None, "") if lab is None else _label_rows(lab, lead, sequence)
-                    if lab is not None and lab_rows is None:
-                        warnings.warn(f"labels dropped: {why}", UserWarning, stacklevel=2)
-                    use_labels = lab_rows is not None
-                elif use_labels:
-                    lab_rows, why = (None, "the batch has no labels") if lab is None else _label_rows(
-                        lab, lead, sequence
-                    )
-                    if lab_rows is None:
-                        raise DLRInputError(f"batch {nb}: earlier batches had labels, but {why}")
-                if ref_stats is not None:
-                    feats = _to_core(_rows(x_ref, lead, sequence, f"input of {ref_name!r}"))
-                    ref_stats.update(feats, outs, labels=lab_rows)
-                    if dumped is not None:
-                        dumped.append(*(None if t is None else _host_rows(t) for t in (feats, outs, lab_rows)))
-                for name, mod in extra:
-                    x = x_ref if mod is ref_mod else calls[name][0][0]
-                    if x is None:
-                        raise ValueError(f"layer {name!r} was called without a tensor input")
-                    feats = _to_core(_rows(x, lead, sequence, f"input of {name!r}"))
-                    layer_stats[name].update(feats, outs, labels=lab_rows)
-                rows += outs.shape[0]
-                display.advance(nb - display.done, f"{rows} samples")
-                for lst in calls.values():
-                    lst.clear()
-            display.advance(nb - display.done, f"{rows} samples", final=True)
-    finally:
-        calls.clear()
-        _release(handles, modes)
-        display.close()
-        if dumped is not None:
-            dumped.close()
+            x_ref, y_ref = calls[ref_name][0]
+            if x_ref is None or y_ref is None:
+                raise ValueError(
+                    f"layer {ref_name!r} must take a tensor input and return a tensor (or a tuple starting "
+                    "with one); pass layer= naming a module that does"
+                )
+            if x_ref.ndim == 0 or x_ref.shape[0] == 0:
+                return None
+            b = x_ref.shape[0]
+            tokenwise = x_ref.ndim >= 3 and y_ref.ndim == x_ref.ndim and x_ref.shape[:-1] == y_ref.shape[:-1]
+            lead = tuple(y_ref.shape[:-1]) if tokenwise else (b,)
+            outs = _to_core(_rows(y_ref, lead, sequence, f"outputs of {ref_name!r}"))
+            feats = None if extra else _to_core(_rows(x_ref, lead, sequence, f"input of {ref_name!r}"))
+            per_layer = {}
+            for name, mod in extra:
+                x = x_ref if mod is ref_mod else calls[name][0][0]
+                if x is None:
+                    raise ValueError(f"layer {name!r} was called without a tensor input")
+                per_layer[name] = _to_core(_rows(x, lead, sequence, f"input of {name!r}"))
+            for lst in calls.values():
+                lst.clear()
+            return BatchRows(feats, outs, layers=per_layer, label_rows=lambda lab: _label_rows(lab, lead, sequence))
+
+        ref_stats = None if extra else DLRStats(num_classes=num_classes, precision=precision)
+        layer_stats = {n: DLRStats(num_classes=num_classes, precision=precision) for n, _ in extra}
+        try:
+            feed_batches(
+                itertools.chain([first], it), total, split=lambda batch: _split_batch(batch, batch_to_input, labels),
+                run=run, stats=ref_stats, layer_stats=layer_stats, max_batches=max_batches, progress=progress,
+                delay=PROGRESS_DELAY, dump=dump, host=_host_rows,
+            )
+        finally:
+            calls.clear()
     if ref_stats is not None:
         if ref_stats.n == 0:
             raise ValueError("no samples were collected: every batch was empty")
@@ -394,7 +364,7 @@ class Tracker:
         self.every = int(every)
         self.layer = layer
         self.spectrum = bool(spectrum)
-        self.kernel = dict(
+        self.kernel: dict[str, Any] = dict(
             rtol=rtol,
             output_kernel=check_output_kernel(output_kernel),
             center_logits=check_center_logits(center_logits),

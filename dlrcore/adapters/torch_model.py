@@ -4,17 +4,23 @@ rows. No mathematics and no statistics live here."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 from ..extras import require
 from ..inputs import DLRInputError
-from .batches import model_input_and_labels
+from .batches import check_max_batches, model_input_and_labels
+from .loop import PROGRESS_DELAY
 
-torch = require("torch", "torch", "dlrcore.adapters")
-nn = torch.nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "torch", "dlrcore.adapters")
+    nn = torch.nn
 
 __all__ = ["INPUT_KEYS", "PROGRESS_DELAY", "SEQUENCE_MODES", "LayerSpec", "last_linear"]
 
@@ -23,13 +29,34 @@ INPUT_KEYS: tuple[str, ...] = ("input", "inputs", "x", "pixel_values", "input_id
 #: Accepted values of ``sequence``.
 SEQUENCE_MODES: tuple[str, ...] = ("tokens", "mean", "last")
 
-#: Seconds a pass must run before the progress display appears (short passes print nothing).
-PROGRESS_DELAY = 2.0
-
 LayerSpec = Union[str, nn.Module]  # noqa: UP007 - a runtime alias, needs Union on Python 3.10
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
+def _check_model(model: Any, max_batches: int | None) -> dict[int, str]:
+    """Refuse a ``max_batches`` that is not a positive integer and a model that is not an ``nn.Module``; the
+    names of the model's submodules."""
+    check_max_batches(max_batches)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return _module_names(model)
+
+
+@contextlib.contextmanager
+def _eval_pass(model: nn.Module) -> Iterator[list[Any]]:
+    """One measuring pass: ``model`` in eval mode under :func:`torch.no_grad`; yields the list in which the pass
+    keeps the handles of the forward hooks it installs. On exit, also on error, the hooks are removed and every
+    submodule gets its training mode back."""
+    modes = {m: m.training for m in model.modules()}
+    handles: list[Any] = []
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield handles
+    finally:
+        _release(handles, modes)
+
+
 def _module_names(model: nn.Module) -> dict[int, str]:
     names: dict[int, str] = {}
     for name, mod in model.named_modules():
@@ -225,16 +252,10 @@ def last_linear(
     """
     names = _module_names(model)
     inputs, _ = _split_batch(batch, batch_to_input, False)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            name, _ = _detect_last_linear(
-                model, lambda: _forward(model, inputs, batch_to_input is not None, _model_device(model)), names
-            )
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with _eval_pass(model):
+        name, _ = _detect_last_linear(
+            model, lambda: _forward(model, inputs, batch_to_input is not None, _model_device(model)), names
+        )
     return name
 
 
