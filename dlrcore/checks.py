@@ -28,22 +28,27 @@ def _wanted(minimum: int) -> str:
     return f"an integer >= {minimum}"
 
 
-def check_int(value: object, name: str, *, minimum: int = 1, why: str = "") -> int:
+def check_int(
+    value: object, name: str, *, minimum: int = 1, why: str = "", error: type[ValueError] = ValueError
+) -> int:
     """``value`` as an ``int`` when it is an integer (Python or NumPy, not bool) of at least ``minimum``.
 
     Raises
     ------
     ValueError
         ``"<name> must be a positive integer, got <value>"`` (or ``an integer >= minimum``), with ``why``
-        appended in parentheses when given.
+        appended in parentheses when given; of class ``error`` (a ``ValueError`` subclass such as
+        :class:`~dlrcore.DLRInputError` where the number came from the data's description).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} must be {_wanted(minimum)}{reason}, got {value!r}")
+        raise error(f"{name} must be {_wanted(minimum)}{reason}, got {value!r}")
     return int(value)
 
 
-def check_optional_int(value: object, name: str, *, minimum: int = 1) -> int | None:
+def check_optional_int(
+    value: object, name: str, *, minimum: int = 1, error: type[ValueError] = ValueError
+) -> int | None:
     """:func:`check_int` that lets ``None`` through (the wording then says "or None").
 
     Examples
@@ -54,7 +59,7 @@ def check_optional_int(value: object, name: str, *, minimum: int = 1) -> int | N
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"{name} must be {_wanted(minimum)} or None, got {value!r}")
+        raise error(f"{name} must be {_wanted(minimum)} or None, got {value!r}")
     return int(value)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from dask.callbacks import Callback
 
 from .arrayfiles import check_output_choice
+from .checks import check_choice, check_int, check_optional_int
 from .dask_tasks import (
     check_files,
     describe_files,
@@ -98,9 +99,7 @@ def _reduced(parts: list, split_every: int, token: str, scheduler: Any, compute:
 
 
 def _check_split(split_every: int) -> int:
-    if int(split_every) != split_every or split_every < 2:
-        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
-    return int(split_every)
+    return check_int(split_every, "split_every", minimum=2)
 
 
 def _as_dask(a: Any, name: str, row_chunks: tuple[int, ...] | None, ndims: tuple[int, ...]) -> da.Array:
@@ -364,10 +363,8 @@ def stats_from_files(
     (500, True)
     """
     split_every = _check_split(split_every)
-    if method not in ("exact", "sketch", "auto"):
-        raise ValueError(f"method must be 'exact', 'sketch' or 'auto', got {method!r}")
-    if chunk_rows is not None and (int(chunk_rows) != chunk_rows or chunk_rows < 1):
-        raise DLRInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    check_choice(method, "method", ("exact", "sketch", "auto"))
+    check_optional_int(chunk_rows, "chunk_rows", error=DLRInputError)
     check_output_choice(outputs, weight, bias)
     specs = {"features": str(features)}
     if outputs is not None:

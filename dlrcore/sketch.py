@@ -271,6 +271,7 @@ class DLRSketch(Estimator):
             precision=dtype_name(acc.work),
         )
 
+    @locked
     def result(
         self, rtol: float | None = None, *, output_kernel: str = "span", center_logits: bool = CENTER_LOGITS
     ) -> DLRResult:
@@ -291,6 +292,7 @@ class DLRSketch(Estimator):
         res = self._estimate(rtol, None, output_kernel, center_logits)[0]
         return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
 
+    @locked  # the estimate and the exponent it is scaled back by come from one state
     def spectrum(
         self,
         k: int | None = None,

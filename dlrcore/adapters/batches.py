@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_optional_int
 from ..inputs import DLRInputError
 
 __all__ = [
@@ -42,10 +43,9 @@ def check_max_batches(max_batches: int | None) -> None:
     >>> check_max_batches(0)
     Traceback (most recent call last):
     ...
-    ValueError: max_batches must be a positive integer, got 0
+    ValueError: max_batches must be a positive integer or None, got 0
     """
-    if max_batches is not None and (int(max_batches) != max_batches or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}")
+    check_optional_int(max_batches, "max_batches")
 
 
 def user_stacklevel() -> int:

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..checks import check_choice
 from ..extras import require
 from ..inputs import DLRInputError
 from ..stats import DLRStats
@@ -183,8 +184,7 @@ def collect_hf(
     >>> st.n, st.p, st.C, st.weights_mode   # 16 real tokens, no 16 x 50 logits formed
     (16, 8, 50, True)
     """
-    if pooling not in HF_POOLING:
-        raise ValueError(f"pooling must be one of {HF_POOLING}, got {pooling!r}")
+    check_choice(pooling, "pooling", HF_POOLING)
     names = _check_model(model, max_batches)
     device = _model_device(model)
 

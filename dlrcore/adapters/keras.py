@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from ..checks import check_int, check_optional_int
 from ..extras import require
 from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..stats import DLRStats
@@ -204,8 +205,7 @@ def _collect_sub(
 
 def _check(max_batches: int | None, batch_size: int) -> None:
     check_max_batches(max_batches)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
 
 
 def collect(
@@ -327,13 +327,9 @@ class DLRKerasCallback(keras.callbacks.Callback):
         **collect_kwargs: Any,
     ) -> None:
         super().__init__()
-        if int(every_n_epochs) != every_n_epochs or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
-        if every_n_steps is not None and (int(every_n_steps) != every_n_steps or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}")
         self.data = data
-        self.every_n_epochs = int(every_n_epochs)
-        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs")
+        self.every_n_steps = check_optional_int(every_n_steps, "every_n_steps")
         self.layer = layer
         self.key = key
         self.kernel: dict[str, Any] = dict(

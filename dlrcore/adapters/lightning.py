@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..checks import check_optional_int
 from ..extras import require
 
 try:
@@ -98,9 +99,7 @@ class DLRCallback(pl.Callback):  # type: ignore[misc, name-defined]
         super().__init__()
         if every_n_steps is None and not on_validation_end:
             raise ValueError("give every_n_steps or on_validation_end=True, or the callback never measures")
-        if every_n_steps is not None and (int(every_n_steps) != every_n_steps or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
-        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.every_n_steps = check_optional_int(every_n_steps, "every_n_steps")
         # not self.on_validation_end: that name is Lightning's own hook method, which a bool would shadow
         self.measure_on_validation_end = bool(on_validation_end)
         self.log_prefix = str(log_prefix)

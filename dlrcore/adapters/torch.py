@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backend import is_device_input
+from ..checks import check_choice, check_int
 from ..extras import require
 from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
 from ..stats import DLRStats
@@ -197,8 +198,7 @@ def collect(
     >>> sorted(collect(net, data, layers=["0", "2"], progress=False))
     ['0', '2']
     """
-    if sequence not in SEQUENCE_MODES:
-        raise ValueError(f"sequence must be one of {SEQUENCE_MODES}, got {sequence!r}")
+    check_choice(sequence, "sequence", SEQUENCE_MODES)
     names = _check_model(model, max_batches)
     ref = None if layer is None else _resolve(model, layer, names)
     extra: list[tuple[str, nn.Module]] = []
@@ -355,8 +355,7 @@ class Tracker:
         center_logits: bool = CENTER_LOGITS,
         **collect_kwargs: Any,
     ) -> None:
-        if int(every) != every or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+        check_int(every, "every")
         if "layers" in collect_kwargs:
             raise TypeError("Tracker measures one layer; call collect(..., layers=[...]) for layer-wise D_LR")
         self.model = model
