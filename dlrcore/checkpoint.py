@@ -47,7 +47,10 @@ __all__ = [
     "save_checkpoint",
 ]
 
-MAGIC = "dlrcore-checkpoint"
+MAGIC = "dlrcore.Checkpoint"
+
+#: The marker dlrcore 0.1 wrote on checkpoints, still read.
+FORMER_MAGIC = ("dlrcore-checkpoint",)
 FORMAT_VERSION = 1
 _KINDS: dict[str, type[DLRStats] | type[DLRSketch]] = {"DLRStats": DLRStats, "DLRSketch": DLRSketch}
 
@@ -160,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         If the file is not a checkpoint or is damaged.
     """
     path = checkpoint_path(path)
-    data = read_npz(path, MAGIC, FORMAT_VERSION)
+    data = read_npz(path, MAGIC, FORMAT_VERSION, former=FORMER_MAGIC)
     position = int_field(data, "position", path, least=0)
     total = int_field(data, "total_rows", path, least=0)
     complete = bool_field(data, "complete", path)

@@ -39,8 +39,8 @@ from .storage import (
 
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
 
-_CKA_MAGIC = "dlrcore.CKAStats"
-_CKA_VERSION = 1
+CKA_MAGIC = "dlrcore.CKAStats"
+CKA_FORMAT_VERSION = 1
 
 
 def _frob(m_upper_or_full: np.ndarray, *, upper: bool) -> float:
@@ -182,12 +182,12 @@ class CKAStats(Estimator):
         if self._mom is not None:
             arrays.update(self._mom.state_arrays())
             arrays.update(widths=np.array(self._mom.widths), work=np.array(self._mom.work.name))
-        return atomic_savez(path, _CKA_MAGIC, _CKA_VERSION, arrays)
+        return atomic_savez(path, CKA_MAGIC, CKA_FORMAT_VERSION, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CKAStats:
         """Read statistics written by :meth:`save`, validating every field."""
-        data = read_npz(path, _CKA_MAGIC, _CKA_VERSION)
+        data = read_npz(path, CKA_MAGIC, CKA_FORMAT_VERSION)
         precision = str_field(data, "precision", path, PRECISIONS) if "precision" in data else "auto"
         st = cls(precision=precision)
         n = int_field(data, "n", path, least=0)

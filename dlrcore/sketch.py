@@ -78,8 +78,8 @@ __all__ = [
     "sketch_arrays",
 ]
 
-_MAGIC = "dlrcore.DLRSketch"
-_FORMAT_VERSION = 1
+MAGIC = "dlrcore.DLRSketch"
+FORMAT_VERSION = 1
 
 
 class DLRSketch(Estimator):
@@ -355,12 +355,12 @@ class DLRSketch(Estimator):
                 trace=np.array(acc.trace),
                 scale_exponents=np.array([acc.exp_x, acc.exp_f]),
             )
-        return atomic_savez(path, _MAGIC, _FORMAT_VERSION, arrays)
+        return atomic_savez(path, MAGIC, FORMAT_VERSION, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DLRSketch:
         """Read a sketch written by :meth:`save` (as NumPy arrays on the host)."""
-        data = read_npz(path, _MAGIC, _FORMAT_VERSION)
+        data = read_npz(path, MAGIC, FORMAT_VERSION)
         rank, over, probes, seed = int_array_field(data, "params", path, 4)
         try:
             sk = cls(rank=rank, oversample=over, probes=probes, seed=seed,

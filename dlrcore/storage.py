@@ -77,8 +77,13 @@ def atomic_savez(path: str | os.PathLike[str], magic: str, version: int, arrays:
     return path
 
 
-def read_npz(path: str | os.PathLike[str], magic: str, version: int) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike[str], magic: str, version: int, *, former: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """Read a file written by :func:`atomic_savez`, checking its marker and that its version is not newer.
+
+    Every dlrcore file kind is marked ``dlrcore.<Kind>``; ``former`` lists markers that older versions wrote for
+    the same kind, still read.
 
     Raises
     ------
@@ -104,7 +109,7 @@ def read_npz(path: str | os.PathLike[str], magic: str, version: int) -> dict[str
             data = {k: z[k] for k in z.files}
     except Exception as exc:
         raise DLRInputError(f"{path}: damaged {magic} file ({type(exc).__name__}: {exc})") from exc
-    if str(data.get("magic", "")) != magic:
+    if str(data.get("magic", "")) not in (magic, *former):
         raise DLRInputError(f"{path}: not a {magic} file (no {magic} marker)")
     if "checksum" in data:
         stored = str(data.pop("checksum"))

@@ -271,7 +271,7 @@ def test_checkpoint_file_round_trip_and_consistency_check(tmp_path, rng):
     save_checkpoint(tmp_path / "bad.npz", st, 200, 300, {})  # position that disagrees with the statistics
     with pytest.raises(DLRInputError, match="damaged checkpoint"):
         load_checkpoint(tmp_path / "bad.npz")
-    with pytest.raises(DLRInputError, match="not a dlrcore-checkpoint"):
+    with pytest.raises(DLRInputError, match="not a dlrcore.Checkpoint"):
         load_checkpoint(st.save(tmp_path / "stats.npz"))
     assert sorted(os.listdir(tmp_path)) == ["bad.npz", "c.npz", "stats.npz"]  # no temporaries left
 
@@ -323,3 +323,17 @@ def test_checkpoint_with_weights_and_labels(tmp_path, rng, capsys):
     got = json.loads(capsys.readouterr().out)
     assert got["value"] == pytest.approx(ref["value"], rel=1e-12) and got["nc1"] == pytest.approx(ref["nc1"])
     assert main(["spectrum", *args[1:], "--checkpoint", str(tmp_path / "ck.npz")]) == 0  # same data options
+
+
+def test_every_file_kind_is_marked_dlrcore_dot_kind_and_old_checkpoints_still_read(tmp_path, monkeypatch):
+    """One naming for the file markers (issue 14); checkpoints written with dlrcore 0.1's marker still load."""
+    from dlrcore import checkpoint, measures, sketch, stats_format
+
+    marks = [checkpoint.MAGIC, sketch.MAGIC, measures.CKA_MAGIC, stats_format.MAGIC]
+    assert all(m.startswith("dlrcore.") and m.count(".") == 1 for m in marks), marks
+    rng = np.random.default_rng(3)
+    st = DLRStats().update(rng.normal(size=(50, 4)), rng.normal(size=(50, 2)))
+    monkeypatch.setattr(checkpoint, "MAGIC", "dlrcore-checkpoint")
+    save_checkpoint(tmp_path / "old.npz", st, 50, 50, {"a": 1})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "old.npz").stats.n == 50
