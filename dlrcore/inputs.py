@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DLRInputError", "as_matrix", "check_batch", "check_finite", "check_finite_and_bound", "one_hot"]
+__all__ = [
+    "DLRInputError", "as_matrix", "check_batch", "check_finite", "check_finite_and_bound", "label_targets", "one_hot",
+]
 
 
 class DLRInputError(ValueError):
@@ -203,6 +205,31 @@ def one_hot(ids: np.ndarray, n_rows: int, num_classes: int) -> np.ndarray:
     y = np.zeros((n_rows, num_classes))
     y[np.arange(n_rows), ids] = 1.0
     return y
+
+
+def label_targets(labels: Any, n_rows: int, num_classes: int | None) -> tuple[np.ndarray, str]:
+    """Labels as an n x C_y target matrix and their kind: ``"classes"`` for 1-D integer class ids (one-hot with
+    ``num_classes`` columns), ``"targets"`` for anything else numeric (taken as target rows).
+
+    Raises
+    ------
+    DLRInputError
+        For class ids without a class count, ids out of range, or a row count other than ``n_rows``.
+
+    Examples
+    --------
+    >>> label_targets(np.array([1, 0]), 2, 2)[1], label_targets(np.ones((2, 3)), 2, None)[0].shape
+    ('classes', (2, 3))
+    """
+    raw = np.asarray(labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels"))
+    if raw.ndim == 1 and raw.dtype.kind in "iu":
+        if num_classes is None:
+            raise DLRInputError("labels: integer class ids need num_classes (DLRStats(num_classes=...)) when C = 1")
+        return one_hot(raw, n_rows, num_classes), "classes"
+    y = as_matrix(raw, "labels", allow_1d=True)
+    if y.shape[0] != n_rows:
+        raise DLRInputError(f"labels: {y.shape[0]} rows but features have {n_rows}")
+    return y, "targets"
 
 
 def rejected_batch(

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .accumulate import Accumulator, BadBatch, explain_bad, validate_pair
-from .backend import is_device_input, is_numpy, to_numpy
+from .accumulate import Accumulator
+from .backend import is_device_input
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
 from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
@@ -26,18 +26,18 @@ from .inputs import (
     DLRInputError,
     as_matrix,
     check_batch,
-    from_framework,
+    label_targets,
     looks_like_class_ids,
-    one_hot,
     rejected_batch,
 )
 from .measures import NC1Result
 from .moments import BadSegment, Moments
 from .output_kernels import CENTER_LOGITS
-from .precision import check_precision, dtype_eps, dtype_name, work_dtype
+from .precision import check_precision, dtype_name, work_dtype
 from .result import Baseline, DLRResult
 from .spectral import Spectrum
 from .stats_compute import BLOCK_NAMES, measure, moments_in_data_units, nc1_of, spectrum_of
+from .stats_device import DeviceBatches
 from .stats_format import FORMAT_VERSION, MAGIC, StatsHeader
 from .storage import (
     array_field,
@@ -54,7 +54,7 @@ __all__ = ["FORMAT_VERSION", "DLRStats"]
 _FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
 
 
-class DLRStats(Estimator):
+class DLRStats(DeviceBatches, Estimator):
     """Streaming, mergeable sufficient statistics of (features, outputs[, labels]) for exact D_LR.
 
     Parameters
@@ -158,12 +158,14 @@ class DLRStats(Estimator):
 
     # ------------------------------------------------------------------ update
     def _label_block(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray | None, str]:
-        """The label block of a batch and its kind, checked against earlier batches (see :meth:`_labels_matrix`)."""
+        """The label block of a batch and its kind (:func:`~dlrcore.inputs.label_targets`; class ids count
+        ``num_classes`` classes, else C when C > 1), checked against earlier batches."""
         if labels is None:
             if self._label_kind not in (None, "none"):
                 raise DLRInputError("labels: earlier batches had labels; give labels for every batch or none")
             return None, "none"
-        y, kind = self._labels_matrix(labels, n_rows, c_out)
+        classes = self.num_classes if self.num_classes is not None else (c_out if c_out and c_out > 1 else None)
+        y, kind = label_targets(labels, n_rows, classes)
         if self._label_kind == "none":
             raise DLRInputError("labels: earlier batches had no labels; give labels for every batch or none")
         if self._label_kind not in (None, kind):
@@ -171,25 +173,6 @@ class DLRStats(Estimator):
         if self._cy is not None and self._cy != y.shape[1]:
             raise DLRInputError(f"labels: {y.shape[1]} columns, but earlier batches had {self._cy}")
         return y, kind
-
-    def _labels_matrix(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray, str]:
-        """Turn labels into an n x C_y target matrix (one-hot for integer class ids)."""
-        raw = labels if isinstance(labels, np.ndarray) else from_framework(labels, "labels")
-        raw = np.asarray(raw)
-        if raw.ndim == 1 and raw.dtype.kind in "iu":
-            k = self.num_classes
-            if k is None:
-                if c_out is not None and c_out > 1:
-                    k = c_out
-                else:
-                    raise DLRInputError(
-                        "labels: integer class ids need num_classes (DLRStats(num_classes=...)) when C = 1"
-                    )
-            return one_hot(raw, n_rows, k), "classes"
-        y = as_matrix(raw, "labels", allow_1d=True)
-        if y.shape[0] != n_rows:
-            raise DLRInputError(f"labels: {y.shape[0]} rows but features have {n_rows}")
-        return y, "targets"
 
     @locked
     def update(self, features: Any, outputs: Any = None, labels: Any = None) -> DLRStats:
@@ -260,55 +243,6 @@ class DLRStats(Estimator):
             raise rejected_batch(bad.block, bad.rows, (x, f, y), BLOCK_NAMES, work) from None
         self._class_id_outputs = self._class_id_outputs or (f is not None and looks_like_class_ids(outputs))
         return self
-
-    def _update_device(self, features: Any, outputs: Any, labels: Any) -> DLRStats:
-        """Accumulate a batch of device arrays (CuPy, array-API) on their device; see :meth:`update`.
-
-        The products and float64 accumulators stay on the device (an :class:`~dlrcore.accumulate.Accumulator`
-        over ``[features, labels]`` against the outputs); they come to the host once, when a result, a merge or a
-        save needs them.
-        """
-        if outputs is None:
-            raise DLRInputError("outputs: required (or build DLRStats(weight=..., bias=...))")
-        p, C = self._p, self._C
-        xp, x, f = validate_pair(features, outputs, p, C)
-        nb = x.shape[0]
-        on_host = labels if labels is None or not hasattr(labels, "__array_namespace__") else to_numpy(labels)
-        y, kind = self._label_block(on_host, nb, f.shape[1])
-        width = x.shape[1] + f.shape[1] + (0 if y is None else y.shape[1])
-        precision = "float64" if self._work is not None and self._work == np.float64 else self.precision  # never down
-        work = work_dtype([x.dtype, f.dtype], precision=precision, width=width, xp=xp)
-        dev = self._dev
-        if dev is not None and dev.xp is not xp and not (is_numpy(dev.xp) and is_numpy(xp)):
-            raise DLRInputError("this batch comes from another array library than earlier device batches")
-        if dev is None or dtype_name(dev.work) != dtype_name(work):
-            self._sync()
-            dev = Accumulator.stacked(xp, work, x, labelled=y is not None)
-        try:
-            parts = dev.batch(dev.with_labels(x, y), f)
-        except BadBatch as bad:
-            raise explain_bad(xp, x, f, str(bad)) from None
-        dev.add(parts)
-        self._dev = dev
-        if self._p is None:
-            self._p, self._C = x.shape[1], f.shape[1]
-        if self._label_kind is None:
-            self._label_kind, self._cy = kind, 0 if y is None else y.shape[1]
-        self._data_eps = max(self._data_eps, dtype_eps(f.dtype))
-        self._class_id_outputs = self._class_id_outputs or looks_like_class_ids(outputs)
-        return self
-
-    def _sync(self) -> None:
-        """Fold the device accumulator into the host statistics (one transfer of the (p + C)^2 moments)."""
-        dev, self._dev = self._dev, None
-        if dev is None or dev.n == 0:
-            return
-        mom = dev.to_moments(int(self._p or 0), int(self._C or 0), int(self._cy or 0), self.chunk_bytes)
-        if self._mom is None:
-            self._mom = mom
-        else:
-            self._mom.set_work(mom.work)
-            self._mom.merge(mom)
 
     def __getstate__(self) -> dict:
         with self._lock:

@@ -20,8 +20,8 @@ LAYERS: dict[str, list[str]] = {
         "eigen", "output_kernels", "output_span", "exact", "spectral", "baseline", "sketch_algebra",
     ],
     "estimators": [
-        "estimator", "stats_format", "stats_compute", "stats", "sketch", "randomized", "method_choice", "measures",
-        "device_exact", "functions", "__init__",
+        "estimator", "stats_format", "stats_compute", "stats_device", "stats", "sketch", "randomized",
+        "method_choice", "measures", "device_exact", "functions", "__init__",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
     "front": ["cli", "plot", "dask", "dask_tasks", "demo", "demo_mlp", "__main__", "adapters"],
