@@ -26,9 +26,13 @@ E = TypeVar("E", bound="Estimator")
 class Estimator(Locked):
     """Base class of the streaming estimators: ``+``, ``sum``, the empty-state error and ``repr``.
 
-    Subclasses define ``n``, ``p`` and ``C`` (the widths of the two column blocks compared, None before the first
-    batch), ``merge``, ``copy`` and ``_repr_extra`` (further ``key=value`` pairs for ``repr``).
+    Subclasses define ``n``, ``merge``, ``copy`` and ``_repr_extra`` (further ``key=value`` pairs for ``repr``), and
+    keep the widths of the two column blocks compared in ``_p`` and ``_C`` (None before the first batch) or
+    override ``p`` and ``C``.
     """
+
+    _p: int | None = None
+    _C: int | None = None
 
     @property
     def n(self) -> int:  # pragma: no cover - every subclass defines it
@@ -36,14 +40,14 @@ class Estimator(Locked):
         raise NotImplementedError
 
     @property
-    def p(self) -> int | None:  # pragma: no cover - every subclass defines it
+    def p(self) -> int | None:
         """Width of the first column block (the features), None before the first batch."""
-        raise NotImplementedError
+        return self._p
 
     @property
-    def C(self) -> int | None:  # pragma: no cover - every subclass defines it
+    def C(self) -> int | None:
         """Width of the second column block (the outputs), None before the first batch."""
-        raise NotImplementedError
+        return self._C
 
     def merge(self: E, other: E) -> E:  # pragma: no cover - every subclass defines it
         raise NotImplementedError

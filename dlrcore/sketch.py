@@ -144,16 +144,6 @@ class DLRSketch(Estimator):
         return 0 if self._acc is None else self._acc.n
 
     @property
-    def p(self) -> int | None:
-        """Feature width (None before the first batch)."""
-        return self._p
-
-    @property
-    def C(self) -> int | None:
-        """Output width (None before the first batch)."""
-        return self._C
-
-    @property
     def sketch_size(self) -> int:
         """Columns of the Nystrom part, ``min(rank + oversample, p)``."""
         return min(self.rank + self.oversample, self._p or self.rank + self.oversample)

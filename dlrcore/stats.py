@@ -123,16 +123,6 @@ class DLRStats(DeviceBatches, Estimator):
         return (0 if self._mom is None else self._mom.rows) + (0 if self._dev is None else self._dev.n)
 
     @property
-    def p(self) -> int | None:
-        """Feature width, or None before the first update."""
-        return self._p
-
-    @property
-    def C(self) -> int | None:
-        """Output width, or None before the first update."""
-        return self._C
-
-    @property
     def weights_mode(self) -> bool:
         """Whether outputs are derived from a last-layer weight instead of being accumulated."""
         return self._weights
