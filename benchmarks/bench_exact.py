@@ -89,6 +89,43 @@ def naive_numpy(x: np.ndarray, f: np.ndarray) -> float:
     return float(1.0 - inner / (norm_k * math.sqrt(q.shape[1] - 2 * a + a * a)))
 
 
+def naive_numpy_float64(x: np.ndarray, f: np.ndarray) -> float:
+    """The same straightforward implementation on float64 copies of the data (the copies are part of its cost)."""
+    return naive_numpy(x.astype(np.float64), f.astype(np.float64))
+
+
+FLOOR = "floor (ssyrk of [X, F])"
+
+
+def build_methods(x: np.ndarray, f: np.ndarray, batch_rows: int) -> dict[str, Callable[[], float]]:
+    """label -> zero-argument call returning D_LR (NaN for the floor), on these arrays.
+
+    The floor's input ``[features, outputs]`` is concatenated here, once, outside any timing.
+    """
+    n = x.shape[0]
+    z = np.concatenate([x, f], axis=1)
+
+    def floor() -> float:
+        blas.ssyrk(1.0, z.T, trans=0, lower=0)
+        return float("nan")
+
+    def stream() -> float:
+        st = dlrcore.DLRStats()
+        for i in range(0, n, batch_rows):
+            st.update(x[i : i + batch_rows], f[i : i + batch_rows])
+        return st.result().value
+
+    def oneshot() -> float:
+        return dlrcore.dlr(x, f).value
+
+    return {
+        FLOOR: floor,
+        "dlrcore stream": stream,
+        "dlrcore one-shot": oneshot,
+        "numpy naive": lambda: naive_numpy(x, f),
+    }
+
+
 def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -120,28 +157,8 @@ def peak_mb(fn: Callable[[], object]) -> float:
 
 def run_case(name: str, n: int, p: int, C: int, repeats: int, batch_rows: int) -> list[dict]:
     x, f = make_data(n, p, C)
-    z = np.concatenate([x, f], axis=1)
     ref = reference_dlr(x, f)
-
-    def floor() -> float:
-        blas.ssyrk(1.0, z.T, trans=0, lower=0)
-        return float("nan")
-
-    def stream() -> float:
-        st = dlrcore.DLRStats()
-        for i in range(0, n, batch_rows):
-            st.update(x[i : i + batch_rows], f[i : i + batch_rows])
-        return st.result().value
-
-    def oneshot() -> float:
-        return dlrcore.dlr(x, f).value
-
-    methods = {
-        "floor (ssyrk of [X, F])": floor,
-        "dlrcore stream": stream,
-        "dlrcore one-shot": oneshot,
-        "numpy naive": lambda: naive_numpy(x, f),
-    }
+    methods = build_methods(x, f, batch_rows)
     times: dict[str, list[float]] = {k: [] for k in methods}
     values: dict[str, float] = {}
     for _ in range(repeats):  # interleaved, so that machine noise hits every method alike
@@ -149,7 +166,7 @@ def run_case(name: str, n: int, p: int, C: int, repeats: int, batch_rows: int) -
             t, v = timed(fn)
             times[k].append(t)
             values[k] = v
-    floor_t = statistics.median(times["floor (ssyrk of [X, F])"])
+    floor_t = statistics.median(times[FLOOR])
     rows = []
     for k, fn in methods.items():
         med = statistics.median(times[k])
@@ -169,7 +186,7 @@ def run_case(name: str, n: int, p: int, C: int, repeats: int, batch_rows: int) -
                 "reference": ref,
             }
         )
-    z = x = f = None  # free the arrays before the next case (the closures above hold them)
+    methods = fn = x = f = None  # free the arrays before the next case (the closures above hold them)
     gc.collect()
     return rows
 

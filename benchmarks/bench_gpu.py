@@ -48,6 +48,7 @@ from bench_sketch import make_data
 
 SIZES = {
     "tiny": (3_000, 128, 10),
+    "small": (20_000, 1_024, 100),  # the pytest-benchmark suite's size (benchmarks/test_bench_gpu.py)
     "large": (100_000, 4_096, 1_000),
     "wide16k": (50_000, 16_384, 1_000),
 }
@@ -97,6 +98,35 @@ def tag(params: dict) -> str:
     return " ".join(f"{k[0] if k != 'power_iters' else 'q'}={v}" for k, v in params.items())
 
 
+def build_methods(x, f, xd, fd, host_exact_max_p: int, seed: int) -> dict[str, tuple[str, Callable[[], dict]]]:
+    """label -> (where, zero-argument call returning :func:`result_row`) on the host arrays ``x, f`` and their
+    device copies ``xd, fd``. The calls do not synchronize the device: the caller does, around each timing."""
+    p = x.shape[1]
+    methods: dict[str, tuple[str, Callable[[], dict]]] = {
+        "device exact": ("device", lambda: result_row(dlrcore.dlr(xd, fd))),
+    }
+    for s in SKETCHES:
+        methods[f"device sketch {tag(s)}"] = ("device", lambda s=s: result_row(
+            dlrcore.dlr(xd, fd, method="sketch", seed=seed, **s)))
+    for r in RANDOMIZED:
+        methods[f"device randomized {tag(r)}"] = ("device", lambda r=r: result_row(
+            dlrcore.dlr(xd, fd, method="randomized", seed=seed, **r)))
+    if p <= host_exact_max_p:
+        methods["host exact"] = ("host", lambda: result_row(dlrcore.dlr(x, f)))
+    s = SKETCHES[-1]
+    methods[f"host sketch {tag(s)}"] = ("host", lambda: result_row(dlrcore.dlr(x, f, method="sketch", seed=seed, **s)))
+    return methods
+
+
+def warm_up(xp: ModuleType, x, f, xd, fd) -> None:
+    """Untimed calls on a slice of every path (kernel compilation, cuBLAS handles, numba)."""
+    m = min(x.shape[0], 2000)
+    for a, b in ((xd[:m], fd[:m]), (x[:m], f[:m])):
+        dlrcore.dlr(a, b)
+        dlrcore.dlr(a, b, method="sketch", rank=4, probes=4)
+    sync(xp)
+
+
 def run_case(xp: ModuleType, name: str, spectrum: str, repeats: int, reference_max_p: int,
              host_exact_max_p: int, seed: int) -> list[dict]:
     n, p, C = SIZES[name]
@@ -111,26 +141,8 @@ def run_case(xp: ModuleType, name: str, spectrum: str, repeats: int, reference_m
     print(f"# {name} {spectrum}: (n, p, C) = ({n}, {p}, {C}), data {gen_s:.1f} s, copy to device {copy_s:.2f} s, "
           + (f"reference {ref:.6f}" if ref is not None else "no reference"), flush=True)
 
-    methods: dict[str, tuple[str, Callable[[], dict]]] = {
-        "device exact": ("device", lambda: result_row(dlrcore.dlr(xd, fd))),
-    }
-    for s in SKETCHES:
-        methods[f"device sketch {tag(s)}"] = ("device", lambda s=s: result_row(
-            dlrcore.dlr(xd, fd, method="sketch", seed=seed, **s)))
-    for r in RANDOMIZED:
-        methods[f"device randomized {tag(r)}"] = ("device", lambda r=r: result_row(
-            dlrcore.dlr(xd, fd, method="randomized", seed=seed, **r)))
-    if p <= host_exact_max_p:
-        methods["host exact"] = ("host", lambda: result_row(dlrcore.dlr(x, f)))
-    s = SKETCHES[-1]
-    methods[f"host sketch {tag(s)}"] = ("host", lambda: result_row(dlrcore.dlr(x, f, method="sketch", seed=seed, **s)))
-
-    # untimed warm-up on a slice of every path (kernel compilation, cuBLAS handles, numba)
-    m = min(n, 2000)
-    for a, b in ((xd[:m], fd[:m]), (x[:m], f[:m])):
-        dlrcore.dlr(a, b)
-        dlrcore.dlr(a, b, method="sketch", rank=4, probes=4)
-    sync(xp)
+    methods = build_methods(x, f, xd, fd, host_exact_max_p, seed)
+    warm_up(xp, x, f, xd, fd)
 
     times: dict[str, list[float]] = {k: [] for k in methods}
     outs: dict[str, dict] = {}
@@ -155,7 +167,7 @@ def run_case(xp: ModuleType, name: str, spectrum: str, repeats: int, reference_m
             "error_estimate": out["error_estimate"], "result_method": out["result_method"],
             "copy_to_device_s": copy_s,
         })
-    xd = fd = None  # free the device arrays before the next case (the closures above hold them)
+    methods = fn = xd = fd = None  # free the device arrays before the next case (the closures above hold them)
     if xp is not np:
         xp.get_default_memory_pool().free_all_blocks()
     return rows

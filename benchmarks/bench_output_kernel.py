@@ -33,7 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dlrcore, not an installed copy
 import dlrcore
-from dlrcore.exact import FEATURE_RANK_MAX_P, _eigen_rank, dlr_from_moments, output_span
+from dlrcore.exact import FEATURE_RANK_MAX_P, dlr_from_moments, output_span
+
+try:
+    from dlrcore.eigen import eigen_rank  # the feature-rank rule of dlrcore.exact
+except ImportError:  # a dlrcore from before dlrcore.eigen
+    from dlrcore.exact import _eigen_rank as eigen_rank
 
 SIZES = {
     "tiny": (2_000, 64, 5),  # a smoke test of the script itself
@@ -76,7 +81,7 @@ def literal_only_finish(m: dict) -> float:
     """The finishing step for the literal value alone, as it was computed before D_half (with the feature rank up
     to p = 1024, as there; it was a pivoted Cholesky then, an eigenvalue count now)."""
     if m["features_features"].shape[0] <= FEATURE_RANK_MAX_P:
-        _eigen_rank(m["features_features"], 1e-5)
+        eigen_rank(m["features_features"], 1e-5)
     span = output_span(n=m["n"], m_ff=m["outputs_outputs"], mean_f=m["mean_outputs"], rtol=None,
                        data_eps=float(np.finfo(np.float32).eps))
     t = span.basis.T @ m["outputs_features"]
@@ -99,17 +104,25 @@ def elapsed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+LITERAL_ONLY = "finish, literal only"  # the one call that returns the literal D_LR, not D_half
+
+
+def build_methods(x: np.ndarray, f: np.ndarray) -> dict[str, Callable[[], float]]:
+    """label -> zero-argument call on these arrays (the moments of the finishing rows are accumulated here, once)."""
+    moments = dlrcore.DLRStats().update(x, f).moments()
+    return {
+        "dlrcore dlr()": lambda: dlrcore.dlr(x, f).value_sqrt,
+        "finish, both kernels": lambda: both_kernels_finish(moments),
+        LITERAL_ONLY: lambda: literal_only_finish(moments),
+        "numpy svd": lambda: svd_d_half(x, f, np.float32),
+    }
+
+
 def run(size: str, repeats: int) -> list[dict]:
     n, p, C = SIZES[size]
     x, f = make_data(n, p, C)
     ref = svd_d_half(x, f, np.float64)
-    moments = dlrcore.DLRStats().update(x, f).moments()
-    calls: dict[str, Callable[[], float]] = {
-        "dlrcore dlr()": lambda: dlrcore.dlr(x, f).value_sqrt,
-        "finish, both kernels": lambda: both_kernels_finish(moments),
-        "finish, literal only": lambda: literal_only_finish(moments),
-        "numpy svd": lambda: svd_d_half(x, f, np.float32),
-    }
+    calls = build_methods(x, f)
     values = {name: fn() for name, fn in calls.items()}  # warm-up, and the values whose accuracy is reported
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):  # interleaved
@@ -121,7 +134,7 @@ def run(size: str, repeats: int) -> list[dict]:
         med = statistics.median(times[name])
         row = {"size": size, "n": n, "p": p, "C": C, "method": name, "median_s": med, "x dlr()": med / base,
                "repeats": repeats}
-        if name != "finish, literal only":
+        if name != LITERAL_ONLY:
             row["abs_error"] = abs(values[name] - ref)
         rows.append(row)
     return rows

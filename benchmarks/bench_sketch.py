@@ -176,6 +176,33 @@ def dlr_from_truncated_svd(us: np.ndarray, s: np.ndarray, f: np.ndarray) -> floa
     return 1.0 - inner / (norm_k * norm_l)
 
 
+def truncated_reference(x: np.ndarray, f: np.ndarray, ranks: list[int], block: int | None = None) -> dict[int, float]:
+    """k -> the D_LR that the library rows approximate, computed exactly: the same formula as
+    :func:`dlr_from_truncated_svd`, with the exact top-k eigenpairs of the float64 centered Gram instead of a
+    randomized SVD. Its distance from the full reference is the truncation error of rank k alone.
+    """
+    n, p = x.shape
+    step = block or block_rows(p)
+    mu = np.zeros(p)
+    for i in range(0, n, step):
+        mu += x[i : i + step].sum(axis=0, dtype=np.float64)
+    mu /= n
+    gram = np.zeros((p, p))
+    fx = np.zeros((f.shape[1], p))  # F^T Xc (= Fc^T Xc: the columns of Xc sum to zero)
+    for i in range(0, n, step):
+        xc = x[i : i + step].astype(np.float64) - mu
+        gram += xc.T @ xc
+        fx += f[i : i + step].astype(np.float64).T @ xc
+    lam, v = scipy.linalg.eigh(gram, check_finite=False)
+    lam, v = lam[::-1], v[:, ::-1]
+    t, norm_l = output_side(f)
+    out = {}
+    for k in ranks:
+        inner = float(np.sum((t.T @ (fx @ v[:, :k])) ** 2))  # ||Q^T U_k S_k||^2 with U_k S_k = Xc V_k
+        out[k] = 1.0 - inner / (math.sqrt(float(np.sum(lam[:k] ** 2))) * norm_l)
+    return out
+
+
 def centered(x: np.ndarray) -> np.ndarray:
     """``x - mean`` as a new float32 array: the n x p copy every library below needs (the mean in float64)."""
     mu = x.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -313,61 +340,90 @@ def peak_memory(fn: Callable[[], object]) -> tuple[float, float | None]:
 
 
 # ------------------------------------------------------------------------------------------------------------ cases
-def build_methods(cfg: dict, families: list[str], x: np.ndarray, f: np.ndarray, batch_rows: int,
-                  seed: int, skipped: dict[str, str]) -> dict[str, tuple[str, dict, Callable[[], dict]]]:
-    """label -> (family, params, zero-argument callable returning {"value": ..., ...})."""
-    n = x.shape[0]
-    have = dlrcore_methods()
-    methods: dict[str, tuple[str, dict, Callable[[], dict]]] = {}
+Maker = Callable[[np.ndarray, np.ndarray], Callable[[], dict]]
 
-    def add(label: str, family: str, params: dict, fn: Callable[[], dict]) -> None:
-        methods[label] = (family, params, fn)
+
+def method_specs(cfg: dict, families: list[str], batch_rows: int, seed: int,
+                 skipped: dict[str, str] | None = None) -> dict[str, tuple[str, dict, Maker]]:
+    """label -> (family, params, make), where ``make(x, f)`` returns the zero-argument call on those arrays.
+
+    Depends only on the size's configuration (``cfg["n"]``, ``cfg["p"]``, the settings), not on the data, so the
+    pytest-benchmark suites (``benchmarks/test_bench_sketch.py``) list the same methods before generating it.
+    Families that this dlrcore or this environment lacks are left out and their reason put in ``skipped``; with
+    ``skipped=None`` the libraries are listed whether or not they are installed (the suites skip them themselves).
+    """
+    n, p = cfg["n"], cfg["p"]
+    have = dlrcore_methods()
+    specs: dict[str, tuple[str, dict, Maker]] = {}
+
+    def add(label: str, family: str, params: dict, make: Maker) -> None:
+        specs[label] = (family, params, make)
 
     for fam in families:
-        reason = have.get(fam) if fam in have else library_available(fam) if fam in LIBRARIES else None
+        reason = have.get(fam) if fam in have else None
+        if reason is None and fam in LIBRARIES and skipped is not None:
+            reason = library_available(fam)
         if reason:
-            skipped[fam] = reason
+            if skipped is not None:
+                skipped[fam] = reason
             continue
         if fam == "floor":
-            def floor() -> dict:
-                x.sum(axis=0, dtype=np.float64)
-                f.sum(axis=0, dtype=np.float64)
-                return {"value": None}
+            def floor(x: np.ndarray, f: np.ndarray) -> Callable[[], dict]:
+                def call() -> dict:
+                    x.sum(axis=0, dtype=np.float64)
+                    f.sum(axis=0, dtype=np.float64)
+                    return {"value": None}
+
+                return call
 
             add("floor (one pass: sum of X and F)", fam, {}, floor)
         elif fam == "output-floor":
-            add("output floor (float64 Fc^T Fc + eigh)", fam, {}, lambda: output_floor(f, batch_rows))
+            add("output floor (float64 Fc^T Fc + eigh)", fam, {},
+                lambda x, f: lambda: output_floor(f, batch_rows))
         elif fam == "exact":
-            add("dlrcore exact", fam, {}, lambda: result_dict(dlrcore.dlr(x, f)))
+            add("dlrcore exact", fam, {}, lambda x, f: lambda: result_dict(dlrcore.dlr(x, f)))
         elif fam == "randomized":
             for k, o, q, m in cfg["randomized"]:
                 params = dict(rank=k, oversample=o, power_iters=q, probes=m, seed=seed)
                 add(f"dlrcore randomized k={k} o={o} q={q} m={m}", fam, params,
-                    lambda params=params: result_dict(dlrcore.dlr(x, f, method="randomized", **params)))
+                    lambda x, f, params=params: lambda: result_dict(
+                        dlrcore.dlr(x, f, method="randomized", **params)))
         elif fam == "sketch":
             for setting in cfg["sketch"]:
                 params = sketch_params(setting, seed)
                 add(f"dlrcore sketch {sketch_tag(params)}", fam, params,
-                    lambda params=params: result_dict(dlrcore.dlr(x, f, method="sketch", **params)))
+                    lambda x, f, params=params: lambda: result_dict(dlrcore.dlr(x, f, method="sketch", **params)))
         elif fam == "sketch-stream":
             params = sketch_params(cfg["sketch"][-1], seed)
 
-            def stream(params=params) -> dict:
-                sk = dlrcore.DLRSketch(**params)
-                for i in range(0, n, batch_rows):
-                    sk.update(x[i : i + batch_rows], f[i : i + batch_rows])
-                return result_dict(sk.result())
+            def stream(x: np.ndarray, f: np.ndarray, params: dict = params) -> Callable[[], dict]:
+                def call() -> dict:
+                    sk = dlrcore.DLRSketch(**params)
+                    for i in range(0, x.shape[0], batch_rows):
+                        sk.update(x[i : i + batch_rows], f[i : i + batch_rows])
+                    return result_dict(sk.result())
+
+                return call
 
             add(f"dlrcore sketch-stream {sketch_tag(params)} b={batch_rows}", fam, params, stream)
         elif fam in LIBRARIES:
             fn = {"sklearn": sklearn_dlr, "fbpca": fbpca_dlr, "torch": torch_dlr}[fam]
             for k in cfg["ranks"]:
-                if k >= min(x.shape):
+                if k >= min(n, p):
                     continue
-                add(f"{fam} k={k}", fam, dict(rank=k), lambda fn=fn, k=k: fn(x, f, k, seed))
+                add(f"{fam} k={k}", fam, dict(rank=k),
+                    lambda x, f, fn=fn, k=k: lambda: fn(x, f, k, seed))
         else:
             raise ValueError(f"unknown method family {fam!r}")
-    return methods
+    return specs
+
+
+def build_methods(cfg: dict, families: list[str], x: np.ndarray, f: np.ndarray, batch_rows: int,
+                  seed: int, skipped: dict[str, str]) -> dict[str, tuple[str, dict, Callable[[], dict]]]:
+    """label -> (family, params, zero-argument callable returning {"value": ..., ...}) on these arrays."""
+    assert x.shape == (cfg["n"], cfg["p"]), (x.shape, cfg["n"], cfg["p"])
+    return {label: (family, params, make(x, f))
+            for label, (family, params, make) in method_specs(cfg, families, batch_rows, seed, skipped).items()}
 
 
 def warm_up(x: np.ndarray, f: np.ndarray, methods: dict) -> None:
