@@ -4,7 +4,7 @@
 from batches. Each implements ``update``, ``merge``, ``copy``, ``result``, ``save`` and ``load``; this base class
 supplies what follows from those with one wording: ``a + b`` and ``sum([...])`` through ``merge``, ``NotImplemented``
 for other operands, the error for results asked of an empty estimator, a lock per object (thread safety and
-pickling, :mod:`dlrcore.concurrency`) and ``repr``. ``tests/test_conformance.py`` checks every estimator against
+pickling, :mod:`dlrcore.concurrency`) and ``repr``. ``tests/unit/test_conformance.py`` checks every estimator against
 the whole protocol (splits, merge orders, ``sum``, copies, pickles, save and load, empty state).
 """
 

@@ -93,7 +93,7 @@ def gathered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, np.ndar
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if sys.platform.startswith("linux"):  # talk over loopback whatever the host name resolves to
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     world = 2
     procs = [

@@ -13,18 +13,15 @@ Whole file: ~6 s on 2 cores (max_examples 90-180 per test, deadline=None); DLR_H
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference import ref_dlr
-
 import dlrcore
+
+from ..references.dlr import ref_dlr
 
 REL64 = 1e-9
 REL_STREAM64 = 1e-10

@@ -1,4 +1,4 @@
-"""Linear CKA, S_init and NC1 against the dense references of tests/reference_measures.py, plus properties.
+"""Linear CKA, S_init and NC1 against the dense references of tests/references/measures.py, plus properties.
 
 References (no dlrcore algebra): CKA from n x n centered Gram matrices HKH, HLH exactly as Kornblith et al.
 (2019); NC1 = tr(Sigma_W Sigma_B^+) / C from explicit class means and scatter matrices with numpy.linalg.pinv
@@ -18,8 +18,6 @@ Hypothesis tests: max_examples 25-40 each, deadline None, n <= 40: a few seconds
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import numpy as np
@@ -27,11 +25,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference_measures import ref_cka, ref_nc1
-
 import dlrcore
+
+from ..references.measures import ref_cka, ref_nc1
 
 TOL64 = 1e-8
 TOL32_CKA = 1e-5
@@ -270,7 +266,7 @@ def test_cka_load_rejects_other_files(tmp_path):
     st_path = dlrcore.DLRStats().update(rng.normal(size=(20, 3)), rng.normal(size=(20, 2))).save(tmp_path / "d")
     with pytest.raises(dlrcore.DLRInputError):
         dlrcore.CKAStats.load(st_path)
-    # an empty object saves and loads back empty, like every estimator (tests/test_conformance.py)
+    # an empty object saves and loads back empty, like every estimator (tests/unit/test_conformance.py)
     assert dlrcore.CKAStats.load(dlrcore.CKAStats().save(tmp_path / "empty")).n == 0
 
 

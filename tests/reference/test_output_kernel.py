@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference import ref_dhalf, ref_dlr
-
 import dlrcore
 from dlrcore.cli import main
+
+from ..references.dlr import ref_dhalf, ref_dlr
 
 REL = 1e-9
 FLOOR = 1e-12

@@ -1,4 +1,4 @@
-"""dlrcore against an independent dense float64 reference (tests/reference.py) and the spec's reference values.
+"""dlrcore against an independent dense float64 reference (tests/references/dlr.py) and the spec's reference values.
 
 Tolerances (all stated where used):
 - float64 library vs dense reference: relative 1e-9 on D_LR (floor 1e-12 absolute), exact equality of the output
@@ -12,22 +12,17 @@ Tolerances (all stated where used):
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+import dlrcore
 
-from reference import (
+from ..references.dlr import (
     participation_ratio_dlr,
     ref_dlr,
     ref_dlr_from_weights,
     simplex_problem,
 )
-
-import dlrcore
 
 REL64 = 1e-9
 ABS32 = 1e-5

@@ -5,7 +5,7 @@ when the sketch spans the whole feature space; streaming and merging; invariance
 spectrum (Weyl bounds); save/load; input validation with unchanged state; array-API namespaces
 (array_api_strict, CuPy); ``method="auto"``; result fields and printing.
 
-The reference is ``tests/reference_sketch.py`` (float64, straight from docs/dlr.md, no dlrcore import). The
+The reference is ``tests/references/sketch.py`` (float64, straight from docs/dlr.md, no dlrcore import). The
 reference uses the output-span tolerance ``rtol`` the library reports in its result (a parameter of the
 definition, not an output of the estimator).
 """
@@ -15,20 +15,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference_sketch import covariance_eigenvalues, make_problem, ref_dlr64, ref_utilization
-
 import dlrcore
 from dlrcore import DLRInputError, DLRSketch, randomized_dlr
+
+from ..references.sketch import covariance_eigenvalues, make_problem, ref_dlr64, ref_utilization
 
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""dlrcore.spectrum / DLRStats.spectrum against the dense references of tests/reference_measures.py.
+"""dlrcore.spectrum / DLRStats.spectrum against the dense references of tests/references/measures.py.
 
 The reference forms Phic = H Phi, Fc = H F, Yc = H Y explicitly, takes the thin SVD of Phic, builds the
 sample-space eigenvectors u_k = Phic v_k / sqrt(n rho_k) as n-vectors and sums ||Fc^T u_i||^2 (docs/dlr.md,
@@ -19,19 +19,15 @@ Runtime: a few seconds on 2 cores.
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference import ref_dlr
-from reference_measures import onehot, ref_r2, ref_spectrum
-
 import dlrcore
+
+from ..references.dlr import ref_dlr
+from ..references.measures import onehot, ref_r2, ref_spectrum
 
 TOL64 = 1e-8
 TOL32_CURVE = 2e-5

@@ -9,7 +9,7 @@ directly from the data rather than from sufficient statistics:
     D    = 1 - ||Q^T Phic||_F^2 / (||Phic^T Phic||_F * ||I_r - q q^T||_F)
 
 It is O(n (p + C)^2), so it runs at the sizes the sketch tests use (n of a few thousand), where the dense
-n x n reference of ``tests/reference.py`` would be slow.
+n x n reference of ``tests/references/dlr.py`` would be slow.
 """
 
 from __future__ import annotations

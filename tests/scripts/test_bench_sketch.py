@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dlrcore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = {"sklearn": "sklearn", "fbpca": "fbpca", "torch": "torch"}
 
 

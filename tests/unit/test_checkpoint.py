@@ -18,7 +18,7 @@ from dlrcore.checkpoint import load_checkpoint, save_checkpoint
 from dlrcore.cli import main
 from dlrcore.inputs import DLRInputError
 
-from .conftest import gaussian_problem
+from ..conftest import gaussian_problem
 
 N, P, C, BATCH = 24_000, 16, 4, 400  # 60 batches
 

@@ -14,7 +14,7 @@ import dlrcore
 from dlrcore import DLRStats
 from dlrcore.cli import main
 
-from .conftest import gaussian_problem
+from ..conftest import gaussian_problem
 
 
 @pytest.fixture

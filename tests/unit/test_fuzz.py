@@ -9,7 +9,7 @@
   CLI, which exits 1 with one line.
 
 The default run is short (a few seconds per test). For a deeper search set ``DLRCORE_FUZZ_EXAMPLES`` (for example
-``DLRCORE_FUZZ_EXAMPLES=3000 python -m pytest tests/test_fuzz.py``), which sets every test's example count (the
+``DLRCORE_FUZZ_EXAMPLES=3000 python -m pytest tests/unit/test_fuzz.py``), which sets every test's example count (the
 worker-process test takes at most 60).
 
 Tolerances. The data are exact in float64 (every generated value is converted once, and the reference sees the
@@ -37,7 +37,7 @@ from dlrcore.checkpoint import MAGIC as CHECKPOINT_MAGIC
 from dlrcore.checkpoint import load_checkpoint, save_checkpoint
 from dlrcore.storage import atomic_savez, read_npz
 
-from .reference import ref_dhalf, ref_dlr
+from ..references.dlr import ref_dhalf, ref_dlr
 
 FUZZ_EXAMPLES = int(os.environ.get("DLRCORE_FUZZ_EXAMPLES", "0"))
 
@@ -438,7 +438,7 @@ FORK_CASES = """
 import json, multiprocessing, sys
 import numpy as np
 import dlrcore
-from tests.test_fuzz import _check_merges, _jobs, _rows_of
+from tests.unit.test_fuzz import _check_merges, _jobs, _rows_of
 
 if __name__ == "__main__":
     dlrcore.dlr(np.random.default_rng(0).normal(size=(3000, 40)), np.eye(3000)[:, :3])  # dlrcore ran before fork
@@ -460,7 +460,7 @@ def test_fork_workers_return_statistics_that_merge_exactly(tmp_path, cases):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = tmp_path / "fork_cases.py"
     script.write_text(FORK_CASES)
     run = subprocess.run([sys.executable, str(script), json.dumps(cases)], capture_output=True, text=True,

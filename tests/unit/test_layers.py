@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "dlrcore"
+PACKAGE = Path(__file__).resolve().parents[2] / "dlrcore"
 
 LAYERS: dict[str, list[str]] = {
     "arrays": [

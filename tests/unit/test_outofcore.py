@@ -15,9 +15,9 @@ from dlrcore.arrayfiles import accumulate_files, open_array
 from dlrcore.cli import main
 from dlrcore.inputs import DLRInputError
 
-from .conftest import gaussian_problem
+from ..conftest import gaussian_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

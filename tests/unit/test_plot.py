@@ -21,7 +21,7 @@ import matplotlib.image
 
 import dlrcore.plot as dplot
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 C = 5
 

@@ -23,7 +23,7 @@ import pytest
 
 import dlrcore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def snapshot(st: dlrcore.DLRStats) -> dict:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import dlrcore
 from dlrcore import DLRInputError
 
-from .reference import ref_dlr, ref_dlr_from_weights
+from ..references.dlr import ref_dlr, ref_dlr_from_weights
 
 TOL = 1e-9
 

@@ -14,7 +14,7 @@ import dlrcore
 from dlrcore import DLRInputError, DLRResult, DLRStats
 from dlrcore.stats import FORMAT_VERSION
 
-from .conftest import gaussian_problem
+from ..conftest import gaussian_problem
 
 
 def _state(st: DLRStats):
