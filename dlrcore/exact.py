@@ -64,6 +64,11 @@ __all__ = [
 #: The exact path reports the feature rank (an O(p^3) factorisation) only up to this width.
 FEATURE_RANK_MAX_P = 1024
 
+#: Samples per feature direction from which D_LR and D_half are settled to 0.02 in every setting of
+#: ``examples/sample_size.py`` (synthetic isotropic and decaying spectra, p = 16 to 256, and a trained network);
+#: results warn below it (docs/uncertainty.md, "How many samples").
+SAMPLES_PER_FEATURE = 10
+
 #: Anisotropy warning threshold: effective rank of the centered outputs below this share of the kept directions.
 ANISOTROPY_RATIO = 0.5
 
@@ -193,14 +198,16 @@ def _features_in_outputs(span: OutputSpan, m_fp: np.ndarray, m_pp: np.ndarray, u
 
 
 def sample_warnings(n: int, p: int, r: int, a: float, feature_rank: int | None) -> list[str]:
-    """Too few samples for the value to say anything about the outputs.
+    """Too few samples for the value to say anything about the outputs, or to be settled to 0.02.
 
-    With ``n <= p`` the centered features can fill every direction of the samples, and sampling noise in their
-    covariance reads as lazy spread; when the centered output span (dimension ``r - a``) covers all ``n - 1``
-    centered sample directions, ``L`` is the centering matrix and the value depends on the features alone.
+    With ``n <= p`` the centered features can fill every direction of the samples; when the centered output span
+    (dimension ``r - a``) covers all ``n - 1`` centered sample directions, ``L`` is the centering matrix and the
+    value depends on the features alone. Below :data:`SAMPLES_PER_FEATURE` samples per feature direction (the
+    feature rank where it was computed), sampling noise in the feature covariance moves D_LR and D_half by more
+    than 0.02 in some of the settings of ``examples/sample_size.py`` (docs/uncertainty.md, "How many samples").
     """
     width = p if feature_rank is None else max(feature_rank, 1)
-    enough = 10 * max(p, r)
+    enough = SAMPLES_PER_FEATURE * max(p, r)  # with n <= p the feature rank is bounded by n: count p
     out: list[str] = []
     if r - a >= n - 1 - 1e-9:
         out.append(
@@ -213,6 +220,13 @@ def sample_warnings(n: int, p: int, r: int, a: float, feature_rank: int | None) 
             f"too few samples: n = {n} against p = {p} features (feature rank {width}); the centered features "
             "can fill every sample direction and sampling noise reads as lazy spread. Measure on at least "
             f"{enough} samples (ten per feature)"
+        )
+    elif n < SAMPLES_PER_FEATURE * width:
+        out.append(
+            f"few samples: n = {n} for {width} feature directions ({n / width:.1f} per direction); below "
+            f"{SAMPLES_PER_FEATURE} per direction sampling noise can move the value by more than 0.02 (the jackknife "
+            f"error, blocks=, shows by how much here). Measure on at least {SAMPLES_PER_FEATURE * max(width, r)} "
+            "samples; see docs/uncertainty.md"
         )
     return out
 

@@ -94,3 +94,18 @@ def test_result_and_spectrum_count_the_same_feature_rank():
     rank = st.result().feature_rank
     assert rank == st.spectrum().feature_rank
     assert abs(rank - int(np.sum(scales**2 > 100 * np.finfo(np.float32).eps))) <= 3
+
+
+def test_few_samples_per_feature_warn_with_the_measured_guidance():
+    """Below ten samples per feature direction (examples/sample_size.py: the bias exceeds 0.02 there in some
+    setting) a result says so and names the number; from ten on it does not."""
+    from dlrcore.exact import SAMPLES_PER_FEATURE
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(64, 5))
+    few = rng.normal(size=(300, 64))
+    res = dlrcore.dlr(few, few @ w)
+    assert _warned(res, "few samples") and _warned(res, f"at least {SAMPLES_PER_FEATURE * 64}")
+    assert not _warned(res, "too few samples")
+    enough = rng.normal(size=(SAMPLES_PER_FEATURE * 64, 64))
+    assert not _warned(dlrcore.dlr(enough, enough @ w), "few samples")
