@@ -301,6 +301,24 @@ def _series(records: list[Mapping[str, Any]], xs: list[float], key: str) -> tupl
     return np.asarray(px, dtype=np.float64)[order], np.asarray(py, dtype=np.float64)[order]
 
 
+#: Width of the drawn error band in standard errors (a 95 % normal interval).
+BAND_Z = 1.96
+
+
+def _band(records: list[Mapping[str, Any]], xs: list[float], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x, value - z SE, value + z SE`` where a record holds both ``key`` and ``<key>_stderr`` (jackknife)."""
+    px, lo, hi = [], [], []
+    for i, (r, xv) in enumerate(zip(records, xs)):
+        v = _number(r[key], key, i) if key in r else None
+        se = _number(r[f"{key}_stderr"], f"{key}_stderr", i) if f"{key}_stderr" in r else None
+        if v is not None and se is not None:
+            px.append(xv)
+            lo.append(v - BAND_Z * se)
+            hi.append(v + BAND_Z * se)
+    order = np.argsort(np.asarray(px, dtype=np.float64), kind="stable")
+    return tuple(np.asarray(a, dtype=np.float64)[order] for a in (px, lo, hi))  # type: ignore[return-value]
+
+
 def _unit_ylim(ax: Axes, values: Iterable[np.ndarray]) -> None:
     """Fix the y range to [0, 1] (with a margin) when every value lies there, so curves stay comparable."""
     vals = [v for v in values if v.size]
@@ -334,7 +352,8 @@ def trajectory(
     dlr : str
         Key of the D_LR values, drawn on the left axis; at least one record must have it. When records also hold
         ``<dlr>_span`` and ``<dlr>_sqrt`` (as :class:`dlrcore.adapters.torch.Tracker` writes them), both the
-        literal D_LR and D_half are drawn.
+        literal D_LR and D_half are drawn. A drawn key ``k`` with ``k_stderr`` values (the jackknife standard
+        error of statistics built with ``blocks=``) gets a band of +- 1.96 standard errors.
     accuracy_keys : sequence of str, optional
         Keys drawn on the right (twin) axis. Default: every key whose name contains "acc" (case-insensitive),
         in order of first appearance; none gives a single-axis figure. Explicit keys must occur in some record.
@@ -412,16 +431,21 @@ def trajectory(
         raise ValueError(f"every {dlr!r} value is None or NaN: nothing to plot")
     acc = [(key, *_series(recs, xs, key)) for key in keys]
     lines = [("D_half" if dlr.endswith("_sqrt") else "D_LR", "black", dx, dy)]
+    drawn = [dlr]
     both = [(name, color, f"{dlr}_{kind}") for name, color, kind in (("D_LR", "black", "span"),
                                                                       ("D_half", "tab:red", "sqrt"))]
     if all(any(r.get(key) is not None for r in recs) for _, _, key in both):
         lines = [(name, color, *_series(recs, xs, key)) for name, color, key in both]
+        drawn = [key for *_, key in both]
 
     fig = _new_figure(figsize, (7.0, 4.0))
     ax = fig.subplots()
-    for name, color, lx, ly in lines:
+    for (name, color, lx, ly), key in zip(lines, drawn):
         ax.plot(lx, ly, color=color, linewidth=2.0, marker="o" if lx.size <= 40 else None, markersize=3.5,
                 label=name)
+        bx, lo, hi = _band(recs, xs, key)
+        if bx.size:
+            ax.fill_between(bx, lo, hi, color=color, alpha=0.18, linewidth=0, label=f"{name} +- 1.96 SE")
     ax.set_xlabel(x)
     ax.set_ylabel(f"{' and '.join(name for name, *_ in lines)} (lower = richer)")
     ax.grid(True, alpha=0.3)

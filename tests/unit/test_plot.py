@@ -445,3 +445,21 @@ def test_import_does_not_import_matplotlib_and_missing_matplotlib_is_explained()
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_trajectory_draws_a_band_of_1_96_standard_errors_where_records_carry_them():
+    """Records with jackknife standard errors (statistics built with blocks=) get a +- 1.96 SE band per curve,
+    exactly at the recorded values; records without them draw no band."""
+    recs = [
+        {"step": s, "dlr": v, "dlr_span": v, "dlr_sqrt": v - 0.1, "dlr_span_stderr": 0.02, "dlr_sqrt_stderr": 0.01}
+        for s, v in ((0, 0.9), (10, 0.6), (20, 0.4))
+    ]
+    fig = dplot.trajectory(recs)
+    bands = fig.axes[0].collections
+    assert len(bands) == 2
+    for band, (value_key, se) in zip(bands, (("dlr_span", 0.02), ("dlr_sqrt", 0.01))):
+        ys = band.get_paths()[0].vertices[:, 1]
+        values = np.array([r[value_key] for r in recs])
+        assert np.isclose(ys.max(), values.max() + 1.96 * se) and np.isclose(ys.min(), values.min() - 1.96 * se)
+    plain = dplot.trajectory([{k: v for k, v in r.items() if not k.endswith("stderr")} for r in recs])
+    assert not plain.axes[0].collections
