@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .arrayfiles import accumulate_files
-from .inputs import DLRInputError
+from .arrayfiles import PROGRESS_BYTES, accumulate_files, batch_rows_for, check_output_choice, open_array
+from .inputs import DLRInputError, in_file_rows
 from .output_kernels import CENTER_LOGITS, OUTPUT_KERNELS
 from .result import READING
 from .sketch import DEFAULT_PROBES, DEFAULT_RANK, DLRSketch
@@ -32,7 +32,9 @@ def _accumulate(args: argparse.Namespace, label: str) -> DLRStats | DLRSketch:
     :func:`dlrcore.arrayfiles.accumulate_files`, or ``dlrcore.dask.stats_from_files`` with --scheduler)."""
     if args.batch_size is not None and args.batch_size < 1:
         raise DLRInputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.scheduler:
+    if getattr(args, "blocks", None) is not None:
+        stats: DLRStats | DLRSketch = _accumulate_blocked(args, label)
+    elif args.scheduler:
         stats = _accumulate_dask(args)
     else:
         stats = accumulate_files(
@@ -57,6 +59,49 @@ def _accumulate(args: argparse.Namespace, label: str) -> DLRStats | DLRSketch:
         )
     if args.save_stats:
         stats.save(args.save_stats)
+    return stats
+
+
+def _accumulate_blocked(args: argparse.Namespace, label: str) -> DLRStats:
+    """--blocks N: exact statistics in N jackknife blocks, streamed from the files in row batches (the exact
+    method only; not with --checkpoint or --scheduler yet)."""
+    if args.method != "exact":
+        raise DLRInputError(
+            f"--blocks needs --method exact (the default), got --method {args.method}: the jackknife leaves out "
+            "blocks of exact statistics (a sketch's error_estimate bounds its approximation, not sampling noise)"
+        )
+    for flag, given in (("--checkpoint", args.checkpoint), ("--scheduler", args.scheduler)):
+        if given:
+            raise DLRInputError(f"--blocks is not supported with {flag} yet; drop one of them")
+    check_output_choice(args.outputs, args.weight, args.bias, names=("OUTPUTS", "--weight", "--bias"))
+    from .progress import Progress
+
+    feats = open_array(args.features)
+    if len(feats.shape) != 2:
+        raise DLRInputError(f"{feats.name}: expected a 2-D n x p array, got shape {feats.shape}")
+    sources = {k: open_array(v) for k, v in (("outputs", args.outputs), ("labels", args.labels)) if v is not None}
+    for src in sources.values():
+        if src.rows != feats.rows:
+            raise DLRInputError(f"row counts differ: {feats.name} has {feats.rows} rows, {src.name} has {src.rows}")
+    kw = dict(precision=args.precision, num_classes=args.num_classes, blocks=args.blocks)
+    if args.weight is not None:
+        w = open_array(args.weight)
+        b = None if args.bias is None else open_array(args.bias)
+        stats = DLRStats(weight=w.read(0, w.rows), bias=None if b is None else b.read(0, b.rows), **kw)
+    else:
+        stats = DLRStats(**kw)
+    row_bytes = sum(s.nbytes // max(s.rows, 1) for s in [feats, *sources.values()])
+    rows = batch_rows_for(row_bytes, args.batch_size)
+    total = feats.nbytes + sum(s.nbytes for s in sources.values())
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and total > PROGRESS_BYTES)
+    with Progress(feats.rows, label, enabled=bool(show)) as bar:
+        for start, x in feats.batches(rows):
+            parts = {k: s.read(start, start + x.shape[0]) for k, s in sources.items()}
+            try:
+                stats.update(x, parts.get("outputs"), labels=parts.get("labels"))
+            except DLRInputError as exc:
+                raise in_file_rows(exc, start) from None
+            bar.advance(x.shape[0])
     return stats
 
 
@@ -105,6 +150,17 @@ def _positive_bytes(text: str) -> float:
     return v
 
 
+def _blocks(text: str) -> int:
+    """--blocks: an integer of at least 2."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"blocks must be an integer >= 2, got {text!r}") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"blocks must be an integer >= 2, got {v}")
+    return v
+
+
 def _kernel(args: argparse.Namespace) -> dict:
     """The output-kernel options of a result: which value is primary, and class-centered logits for D_half."""
     return dict(rtol=args.rtol, output_kernel=args.output_kernel, center_logits=args.center_logits)
@@ -128,6 +184,8 @@ def _compute(args: argparse.Namespace) -> int:
         )
     if args.json:
         d = {**res.to_dict(), "reading": READING}
+        if res.blocks is not None:  # the chosen kernel's jackknife, beside stderr_span and stderr_sqrt
+            d.update(stderr=res.stderr, bias=res.bias)
         if nc1 is not None:
             d["nc1"] = nc1.to_dict()
         if no_nc1:
@@ -297,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         + " With --labels of class ids, NC1 is reported too.",
     )
     data_args(c)
+    c.add_argument(
+        "--blocks",
+        type=_blocks,
+        default=None,
+        metavar="N",
+        help="sampling error bars: keep the statistics in N round-robin blocks of rows (10-20 recommended; N times "
+        "the memory) and report block-jackknife standard errors and biases (exact method only; docs/uncertainty.md)",
+    )
     c.add_argument(
         "--baseline",
         action="store_true",

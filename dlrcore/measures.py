@@ -13,16 +13,19 @@ from __future__ import annotations
 import copy
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 
-from .checks import check_int
+from .blocked_moments import BlockedMoments, block_chunk_bytes
+from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
 from .inputs import DLRInputError, as_matrix, check_finite, from_framework, one_hot, rejected_batch
+from .jackknife import check_jackknife_memory, leave_one_block_out
 from .moments import BadSegment, Moments
 from .precision import PRECISIONS, check_precision, work_dtype
 from .result import CKAResult, NC1Result
@@ -40,7 +43,8 @@ from .storage import (
 __all__ = ["CKAResult", "CKAStats", "NC1Result", "cka", "nc1", "nc1_from_moments", "s_init"]
 
 CKA_MAGIC = "dlrcore.CKAStats"
-CKA_FORMAT_VERSION = 1
+#: Newest CKA statistics format (version 2 added jackknife blocks; statistics without blocks are written as 1).
+CKA_FORMAT_VERSION = 2
 
 
 def _frob(m_upper_or_full: np.ndarray, *, upper: bool) -> float:
@@ -59,7 +63,11 @@ class CKAStats(Estimator):
     precision : {"auto", "float32", "float64"}
         Precision of the products, as in :class:`~dlrcore.DLRStats`.
     chunk_bytes : int
-        Staging buffer size.
+        Staging buffer size (with ``blocks``, shared by the blocks).
+    blocks : int, optional
+        Keep the statistics in this many round-robin blocks of rows for a block-jackknife standard error and bias
+        of CKA (``result().stderr``, ``result().bias``; docs/uncertainty.md). 10 to 20 are recommended; costs B
+        times the memory of the statistics (refused beyond half the memory available). None: no error bars.
 
     Examples
     --------
@@ -71,13 +79,17 @@ class CKAStats(Estimator):
     ...     _ = st.update(x[i:i + 100], 3.0 * x[i:i + 100] @ q)
     >>> round(st.result().value, 12)
     1.0
+    >>> res = CKAStats(blocks=10).update(x, x + rng.normal(size=(400, 6))).result()
+    >>> res.blocks, res.stderr > 0
+    (10, True)
     """
 
-    def __init__(self, *, precision: str = "auto", chunk_bytes: int = 0) -> None:
+    def __init__(self, *, precision: str = "auto", chunk_bytes: int = 0, blocks: int | None = None) -> None:
         self._init_lock()
         self.precision = check_precision(precision)
         self.chunk_bytes = check_int(chunk_bytes, "chunk_bytes", minimum=0)
-        self._mom: Moments | None = None
+        self.blocks = check_optional_int(blocks, "blocks", minimum=2)
+        self._mom: Moments | BlockedMoments | None = None  # BlockedMoments with blocks
 
     @property
     def n(self) -> int:
@@ -95,7 +107,14 @@ class CKAStats(Estimator):
         return None if self._mom is None else self._mom.widths[1]
 
     def _repr_extra(self) -> str:
-        return f"precision={self.precision}"
+        return f"precision={self.precision}" + ("" if self.blocks is None else f", blocks={self.blocks}")
+
+    def _new_moments(self, widths: list[int], work: np.dtype) -> Moments | BlockedMoments:
+        if self.blocks is None:
+            return Moments(widths, work=work, chunk_bytes=self.chunk_bytes)
+        check_jackknife_memory(widths, self.blocks, work.itemsize, self.chunk_bytes)
+        return BlockedMoments(widths, blocks=self.blocks, work=work,
+                              chunk_bytes=block_chunk_bytes(sum(widths), work, self.blocks, self.chunk_bytes))
 
     @locked
     def update(self, x: Any, y: Any) -> CKAStats:
@@ -119,7 +138,7 @@ class CKAStats(Estimator):
         work = work_dtype([a.dtype, b.dtype], precision=self.precision, width=a.shape[1] + b.shape[1])
         if self._mom is not None and self._mom.work == np.float64:
             work = self._mom.work
-        mom = self._mom or Moments([a.shape[1], b.shape[1]], work=work, chunk_bytes=self.chunk_bytes)
+        mom = self._mom or self._new_moments([a.shape[1], b.shape[1]], work)
         mom.set_work(work)
         try:
             mom.stage([a, b])  # atomic: a rejected batch leaves the moments as they were
@@ -133,6 +152,16 @@ class CKAStats(Estimator):
         if not isinstance(other, CKAStats):
             raise TypeError(f"can only merge CKAStats, got {type(other).__name__}")
         with locked_pair(self, other):
+            if self.blocks != other.blocks:
+                if self.blocks is None or other.blocks is None:
+                    raise DLRInputError(
+                        f"cannot merge CKA statistics with jackknife blocks (blocks={self.blocks or other.blocks}) "
+                        "and statistics without them: build both with the same blocks="
+                    )
+                raise DLRInputError(
+                    f"cannot merge CKA statistics in different numbers of jackknife blocks: {self.blocks} vs "
+                    f"{other.blocks}"
+                )
             if other._mom is None or other._mom.rows == 0:
                 return self
             if self._mom is None:
@@ -142,7 +171,10 @@ class CKAStats(Estimator):
                 raise DLRInputError(
                     f"cannot merge CKA statistics of widths {self._mom.widths} and {other._mom.widths}"
                 )
-            self._mom.merge(other._mom)
+            if isinstance(self._mom, BlockedMoments) and isinstance(other._mom, BlockedMoments):
+                self._mom.merge(other._mom)  # other's rows as if streamed after self's (docs/uncertainty.md)
+            elif isinstance(self._mom, Moments) and isinstance(other._mom, Moments):
+                self._mom.merge(other._mom)
             return self
 
     @locked
@@ -154,53 +186,90 @@ class CKAStats(Estimator):
 
     @locked
     def result(self) -> CKAResult:
-        """Linear CKA of everything accumulated so far."""
+        """Linear CKA of everything accumulated so far.
+
+        With ``blocks``, the result also carries the block-jackknife ``stderr`` and ``bias`` of CKA (None with
+        fewer samples than blocks, or where a block left out leaves one side constant).
+        """
         self._require_samples()
-        mo = self._mom
-        assert mo is not None  # samples were accumulated, so the moments exist
-        if mo.rows < 2:
-            raise DLRInputError(f"CKA needs at least 2 samples, got n = {mo.rows}")
-        nx = _frob(mo.block(0, 0, upper=True), upper=True)
-        ny = _frob(mo.block(1, 1, upper=True), upper=True)
-        if not (nx > 0 and ny > 0):
-            which = "x" if not nx > 0 else "y"
-            raise DLRInputError(f"{which} is constant across samples: its centered kernel is zero and CKA undefined")
-        cross = mo.block(0, 1)
-        value = float(np.einsum("ij,ij->", cross, cross)) / (nx * ny)
-        return CKAResult(
-            value=min(max(value, 0.0), 1.0),
+        held = self._mom
+        assert held is not None  # samples were accumulated, so the moments exist
+        mo = held.total() if isinstance(held, BlockedMoments) else held
+        res = CKAResult(
+            value=_cka_value(mo),
             n=mo.n,
             p_x=mo.widths[0],
             p_y=mo.widths[1],
             precision="float32" if mo.work == np.float32 else "float64",
         )
+        if not isinstance(held, BlockedMoments):
+            return res
+        jks, _ = leave_one_block_out(held, (res.value,), lambda m: (_cka_value(m),))
+        if jks is None:
+            return replace(res, blocks=held.blocks)
+        return replace(res, blocks=held.blocks, stderr=jks[0].stderr, bias=jks[0].bias)
 
     @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the statistics to one ``.npz`` file, atomically (an empty object too: it loads back empty)."""
+        """Write the statistics to one ``.npz`` file, atomically (an empty object too: it loads back empty).
+
+        With ``blocks`` the file holds ``blocks`` and each block's moments under the prefix ``block<i>_``, as format
+        version 2; statistics without blocks are written as version 1, as before blocks existed.
+        """
         arrays: dict[str, Any] = {"precision": np.array(self.precision), "n": np.array(0, dtype=np.int64)}
+        if self.blocks is not None:
+            arrays["blocks"] = np.array(self.blocks, dtype=np.int64)
         if self._mom is not None:
             arrays.update(self._mom.state_arrays())
             arrays.update(widths=np.array(self._mom.widths), work=np.array(self._mom.work.name))
-        return atomic_savez(path, CKA_MAGIC, CKA_FORMAT_VERSION, arrays)
+            if isinstance(self._mom, BlockedMoments):
+                arrays["n"] = np.array(self._mom.rows, dtype=np.int64)
+        return atomic_savez(path, CKA_MAGIC, 1 if self.blocks is None else CKA_FORMAT_VERSION, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CKAStats:
         """Read statistics written by :meth:`save`, validating every field."""
         data = read_npz(path, CKA_MAGIC, CKA_FORMAT_VERSION)
         precision = str_field(data, "precision", path, PRECISIONS) if "precision" in data else "auto"
-        st = cls(precision=precision)
+        blocks = int_field(data, "blocks", path, least=2) if "blocks" in data else None
+        st = cls(precision=precision, blocks=blocks)
         n = int_field(data, "n", path, least=0)
         if not n:
             return st
         widths = int_array_field(data, "widths", path, 2, least=1)
         q = sum(widths)
+        work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
+        if blocks is not None:
+            check_jackknife_memory(widths, blocks, work.itemsize)
+            st._mom = BlockedMoments.from_state(data, path, widths, blocks=blocks, n=n, work=work,
+                                                chunk_bytes=block_chunk_bytes(q, work, blocks))
+            return st
         comoment = array_field(data, "comoment", path, (q, q))
         check_comoment(comoment, "comoment", path)
-        work = np.dtype(str_field(data, "work", path, ("float32", "float64")))
         st._mom = Moments(widths, work=work)
         st._mom.load_arrays(n, array_field(data, "mean", path, (q,)), comoment, scale_exponents_field(data, path, 2))
         return st
+
+
+def _cka_value(mo: Moments) -> float:
+    """Linear CKA of flushed moments of ``[x, y]``.
+
+    Raises
+    ------
+    DLRInputError
+        With fewer than two samples, or one side constant.
+    """
+    mo.flush()
+    if mo.n < 2:
+        raise DLRInputError(f"CKA needs at least 2 samples, got n = {mo.n}")
+    nx = _frob(mo.block(0, 0, upper=True), upper=True)
+    ny = _frob(mo.block(1, 1, upper=True), upper=True)
+    if not (nx > 0 and ny > 0):
+        which = "x" if not nx > 0 else "y"
+        raise DLRInputError(f"{which} is constant across samples: its centered kernel is zero and CKA undefined")
+    cross = mo.block(0, 1)
+    value = float(np.einsum("ij,ij->", cross, cross)) / (nx * ny)
+    return min(max(value, 0.0), 1.0)
 
 
 def cka(x: Any, y: Any, *, precision: str = "auto") -> CKAResult:

@@ -116,6 +116,24 @@ class DLRResult(Record):
         Whether D_half centered the logits across classes first (``center_logits``).
     baseline : Baseline or None
         The same measures for random Gaussian readouts of the same features (``baseline=True``), else None.
+    blocks : int or None
+        Jackknife blocks of the statistics (``DLRStats(blocks=B)``), None without them.
+    stderr_span, stderr_sqrt : float or None
+        Block-jackknife standard errors of ``value_span`` and ``value_sqrt`` (sampling noise: what another sample
+        of the same size would change), None without blocks or where the jackknife was not possible (the reason
+        is then in ``warnings``). ``stderr`` is the chosen kernel's.
+    bias_span, bias_sqrt : float or None
+        Their jackknife bias estimates; ``value - bias`` is the bias-corrected estimate (``bias_corrected``).
+        docs/uncertainty.md says how to read both.
+
+    Examples
+    --------
+    >>> import numpy as np, dlrcore
+    >>> rng = np.random.default_rng(0)
+    >>> phi = rng.normal(size=(2000, 8)); out = phi[:, :2] + 0.5 * rng.normal(size=(2000, 2))
+    >>> res = dlrcore.DLRStats(blocks=10).update(phi, out).result()
+    >>> res.blocks, 0 < res.stderr < 0.05, res.stderr == res.stderr_span
+    (10, True, True)
     """
 
     value: float
@@ -144,6 +162,26 @@ class DLRResult(Record):
     sqrt_tol: float = 0.0
     logits_centered: bool = False
     baseline: Baseline | None = None
+    blocks: int | None = None
+    stderr_span: float | None = None
+    stderr_sqrt: float | None = None
+    bias_span: float | None = None
+    bias_sqrt: float | None = None
+
+    @property
+    def stderr(self) -> float | None:
+        """Jackknife standard error of ``value`` (the chosen output kernel's), None without blocks."""
+        return self.stderr_sqrt if self.output_kernel == "sqrt" else self.stderr_span
+
+    @property
+    def bias(self) -> float | None:
+        """Jackknife bias estimate of ``value`` (the chosen output kernel's), None without blocks."""
+        return self.bias_sqrt if self.output_kernel == "sqrt" else self.bias_span
+
+    @property
+    def bias_corrected(self) -> float | None:
+        """The bias-corrected estimate ``value - bias``, None without blocks."""
+        return _corrected(self.value, self.bias)
 
     def with_baseline(self, baseline: Baseline) -> DLRResult:
         """The same result carrying ``baseline``."""
@@ -159,15 +197,19 @@ class DLRResult(Record):
         return d
 
     def __str__(self) -> str:
-        def line(name: str, kernel: str, value: float, err: float | None, what: str) -> str:
+        def line(name: str, kernel: str, value: float, err: float | None, se: float | None, bias: float | None,
+                 what: str) -> str:
             est = "" if err is None else f" +- {err:.2g}"
+            jk = _jackknife_note(se, bias, self.blocks)
             mark = "  <- value" if kernel == self.output_kernel else ""
-            return f"{name} = {value:.6f}{est}   {what}{mark}"
+            return f"{name} = {value:.6f}{est}{jk}   {what}{mark}"
 
         centered = ", logits centered across classes" if self.logits_centered else ""
         lines = [
-            line("D_LR", "span", self.value_span, self.error_span, "literal: projection onto the output span"),
-            line("D_half", "sqrt", self.value_sqrt, self.error_sqrt, f"square-root output kernel{centered}"),
+            line("D_LR", "span", self.value_span, self.error_span, self.stderr_span, self.bias_span,
+                 "literal: projection onto the output span"),
+            line("D_half", "sqrt", self.value_sqrt, self.error_sqrt, self.stderr_sqrt, self.bias_sqrt,
+                 f"square-root output kernel{centered}"),
             f"  {READING}",
             f"  {self.method}, {self.precision} products",
             f"  samples n = {self.n}, feature width p = {self.p} (rank {self.feature_rank}), outputs C = {self.C}",
@@ -186,24 +228,71 @@ class DLRResult(Record):
         return "\n".join(lines)
 
 
+def _corrected(value: float, bias: float | None) -> float | None:
+    return None if bias is None else value - bias
+
+
+def _jackknife_note(se: float | None, bias: float | None, blocks: int | None) -> str:
+    """`` +- 0.012 (jackknife SE, 10 blocks; bias -0.003)``, or "" without a jackknife standard error."""
+    if se is None:
+        return ""
+    tail = "" if bias is None else f"; bias {bias:.2g}"
+    return f" +- {se:.2g} (jackknife SE, {blocks} blocks{tail})"
+
+
 @dataclass(frozen=True)
 class CKAResult(Record):
     """Linear CKA between two representations, with its sample count and the widths ``p_x`` and ``p_y`` of the
-    two (CKA compares two feature matrices, so there is no output width C)."""
+    two (CKA compares two feature matrices, so there is no output width C).
+
+    With ``CKAStats(blocks=B)``, ``blocks`` is B and ``stderr`` and ``bias`` are the block-jackknife standard error
+    and bias estimate of ``value`` (None without blocks, or with fewer samples than blocks); ``value - bias`` is
+    the bias-corrected estimate (``bias_corrected``).
+
+    Examples
+    --------
+    >>> import numpy as np, dlrcore
+    >>> x = np.random.default_rng(0).normal(size=(500, 4))
+    >>> res = dlrcore.CKAStats(blocks=10).update(x, x[:, :2]).result()
+    >>> res.blocks, res.stderr is not None
+    (10, True)
+    """
 
     value: float
     n: int
     p_x: int
     p_y: int
     precision: str
+    blocks: int | None = None
+    stderr: float | None = None
+    bias: float | None = None
+
+    @property
+    def bias_corrected(self) -> float | None:
+        """The bias-corrected estimate ``value - bias``, None without blocks."""
+        return _corrected(self.value, self.bias)
 
     def __str__(self) -> str:
-        return f"linear CKA = {self.value:.6f}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
+        jk = _jackknife_note(self.stderr, self.bias, self.blocks)
+        return f"linear CKA = {self.value:.6f}{jk}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
 
 
 @dataclass(frozen=True)
 class NC1Result(Record):
-    """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from."""
+    """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from.
+
+    With ``DLRStats(blocks=B)``, ``blocks`` is B and ``stderr`` and ``bias`` the block-jackknife standard error and
+    bias estimate of ``value`` (None without blocks, or where a block left out leaves fewer than two classes).
+
+    Examples
+    --------
+    >>> import numpy as np, dlrcore
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, size=600); x = 3 * np.eye(3)[y] + rng.normal(size=(600, 3))
+    >>> res = dlrcore.DLRStats(blocks=10).update(x, x, labels=y).nc1()
+    >>> res.blocks, res.stderr is not None
+    (10, True)
+    """
 
     value: float
     n: int
@@ -211,9 +300,18 @@ class NC1Result(Record):
     num_classes: int
     classes_present: int
     between_rank: int
+    blocks: int | None = None
+    stderr: float | None = None
+    bias: float | None = None
+
+    @property
+    def bias_corrected(self) -> float | None:
+        """The bias-corrected estimate ``value - bias``, None without blocks."""
+        return _corrected(self.value, self.bias)
 
     def __str__(self) -> str:
+        jk = _jackknife_note(self.stderr, self.bias, self.blocks)
         return (
-            f"NC1 = {self.value:.6g}   (n = {self.n}, p = {self.p}, {self.classes_present} of {self.num_classes} "
-            f"classes present, rank of Sigma_B {self.between_rank})"
+            f"NC1 = {self.value:.6g}{jk}   (n = {self.n}, p = {self.p}, {self.classes_present} of "
+            f"{self.num_classes} classes present, rank of Sigma_B {self.between_rank})"
         )

@@ -18,6 +18,7 @@ import numpy as np
 from .accumulate import Accumulator
 from .backend import is_device_input
 from .baseline import DEFAULT_DRAWS, random_readout_baseline
+from .blocked_moments import BlockedMoments, block_chunk_bytes
 from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
@@ -30,15 +31,24 @@ from .inputs import (
     looks_like_class_ids,
     rejected_batch,
 )
+from .jackknife import check_jackknife_memory
 from .measures import NC1Result
 from .moments import BadSegment, Moments
 from .output_kernels import CENTER_LOGITS
 from .precision import check_precision, dtype_name, work_dtype
 from .result import Baseline, DLRResult
 from .spectral import Spectrum
-from .stats_compute import BLOCK_NAMES, measure, moments_in_data_units, nc1_of, spectrum_of
+from .stats_compute import (
+    BLOCK_NAMES,
+    measure,
+    measure_jackknife,
+    moments_in_data_units,
+    nc1_jackknife,
+    nc1_of,
+    spectrum_of,
+)
 from .stats_device import DeviceBatches
-from .stats_format import FORMAT_VERSION, MAGIC, StatsHeader
+from .stats_format import FIRST_FORMAT_VERSION, FORMAT_VERSION, MAGIC, StatsHeader
 from .storage import (
     array_field,
     atomic_savez,
@@ -51,7 +61,7 @@ from .weights_head import WeightsHead
 __all__ = ["FORMAT_VERSION", "DLRStats"]
 
 #: Attributes restored when a first batch is rejected while it is being staged.
-_FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom")
+_FIRST_BATCH_STATE = ("_p", "_C", "_cy", "_label_kind", "_data_eps", "_mom", "_blocked")
 
 
 class DLRStats(DeviceBatches, Estimator):
@@ -71,7 +81,15 @@ class DLRStats(DeviceBatches, Estimator):
         width p + C is at least 128 (accumulated in float64; the output Gram is always formed in float64), and in
         float64 otherwise. ``"float32"`` and ``"float64"`` force one or the other.
     chunk_bytes : int
-        Size in bytes of the staging buffer rows are multiplied from (0: 32 MiB or 4096 rows, whichever is larger).
+        Size in bytes of the staging buffer rows are multiplied from (0: 32 MiB or 4096 rows, whichever is larger;
+        with ``blocks``, shared by the blocks).
+    blocks : int, optional
+        Keep the statistics in this many blocks of rows (row k of the stream in block k mod B) for sampling error
+        bars by the block jackknife: ``result()`` then carries ``stderr`` and ``bias`` for both measures, and
+        ``nc1()`` for NC1 (docs/uncertainty.md). 10 to 20 blocks are recommended. Costs B times the memory of
+        the statistics (:func:`dlrcore.jackknife.jackknife_memory_bytes`; refused when that exceeds half the
+        memory available) and B + 1 finishing steps per result. Not for device (CuPy, array-API) arrays yet.
+        None (the default) keeps one set of statistics, as without this option.
 
     Examples
     --------
@@ -83,6 +101,12 @@ class DLRStats(DeviceBatches, Estimator):
     ...     _ = st.update(phi[i:i + 256], out[i:i + 256])
     >>> abs(st.result().value - DLRStats().update(phi, out).result().value) < 1e-10
     True
+
+    With error bars:
+
+    >>> res = DLRStats(blocks=10).update(phi, out + rng.normal(size=(1000, 3))).result()
+    >>> res.blocks, res.stderr > 0
+    (10, True)
     """
 
     def __init__(
@@ -93,11 +117,14 @@ class DLRStats(DeviceBatches, Estimator):
         num_classes: int | None = None,
         precision: str = "auto",
         chunk_bytes: int = 0,
+        blocks: int | None = None,
     ) -> None:
         self._init_lock()
         self.precision = check_precision(precision)
         self.num_classes = check_optional_int(num_classes, "num_classes")
         self.chunk_bytes = check_int(chunk_bytes, "chunk_bytes", minimum=0)
+        self.blocks = check_optional_int(blocks, "blocks", minimum=2)
+        self._blocked: BlockedMoments | None = None  # with blocks: the statistics, in round-robin row blocks
         self._p: int | None = None
         self._C: int | None = None
         self._cy: int | None = None  # label width; 0 = no labels
@@ -120,6 +147,8 @@ class DLRStats(DeviceBatches, Estimator):
     @property
     def n(self) -> int:
         """Number of samples accumulated."""
+        if self._blocked is not None:
+            return self._blocked.rows
         return (0 if self._mom is None else self._mom.rows) + (0 if self._dev is None else self._dev.n)
 
     @property
@@ -138,13 +167,16 @@ class DLRStats(DeviceBatches, Estimator):
 
     @property
     def _work(self) -> np.dtype | None:
+        if self._blocked is not None:
+            return self._blocked.work
         if self._mom is None and self._dev is not None:
             return np.dtype(dtype_name(self._dev.work))
         return None if self._mom is None else self._mom.work
 
     def _repr_extra(self) -> str:
         mode = "weights" if self._weights else "outputs"
-        return f"mode={mode}, labels={self._label_kind or 'undecided'}, work={self._work}"
+        blocks = "" if self.blocks is None else f", blocks={self.blocks}"
+        return f"mode={mode}, labels={self._label_kind or 'undecided'}, work={self._work}{blocks}"
 
     # ------------------------------------------------------------------ update
     def _label_block(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray | None, str]:
@@ -190,6 +222,11 @@ class DLRStats(DeviceBatches, Estimator):
             On any bad input; the statistics are then exactly as before the call.
         """
         if not self._weights and is_device_input(features):
+            if self.blocks is not None:
+                raise DLRInputError(
+                    "blocks= is not supported for device arrays yet: pass NumPy arrays (for example "
+                    "cupy.asnumpy(x)), or build DLRStats without blocks"
+                )
             return self._update_device(features, outputs, labels)
         if self._weights and outputs is not None:
             raise DLRInputError("outputs: these statistics derive outputs from weight; pass features only")
@@ -206,6 +243,10 @@ class DLRStats(DeviceBatches, Estimator):
         if self._work is not None and self._work == np.float64:
             work = self._work  # never downgrade
         saved = {k: getattr(self, k) for k in _FIRST_BATCH_STATE}
+        if self.blocks is not None and self._blocked is None:
+            c_out = 0 if f is None else f.shape[1]
+            check_jackknife_memory([p, c_out, 0 if y is None else y.shape[1]], self.blocks, work.itemsize,
+                                   self.chunk_bytes)
         if self._p is None:
             self._p = p
             if f is not None:
@@ -213,19 +254,31 @@ class DLRStats(DeviceBatches, Estimator):
         if self._label_kind is None:
             self._label_kind = kind
             self._cy = 0 if y is None else y.shape[1]
-        if self._mom is None:
+        mom: Moments | BlockedMoments
+        if self.blocks is not None:
+            if self._blocked is None:
+                c = self._c_out
+                widths = [p, c, self._cy or 0]
+                self._blocked = BlockedMoments(
+                    widths, blocks=self.blocks, work=work, exact_block=1 if c else None,
+                    chunk_bytes=block_chunk_bytes(sum(widths), work, self.blocks, self.chunk_bytes),
+                )
+            mom = self._blocked
+            mom.set_work(work)
+        elif self._mom is None:
             c = self._c_out
-            self._mom = Moments(
+            mom = self._mom = Moments(
                 [p, c, self._cy or 0], work=work, exact_block=1 if c else None, chunk_bytes=self.chunk_bytes
             )
         else:
-            self._mom.set_work(work)
+            mom = self._mom
+            mom.set_work(work)
         # the precision the outputs arrive in bounds how finely their rank can be resolved
         src = f if f is not None else x
         self._data_eps = max(self._data_eps, float(np.finfo(src.dtype).eps))
         empty = np.zeros((nb, 0))
         try:
-            self._mom.stage([x, empty if f is None else f, empty if y is None else y])
+            mom.stage([x, empty if f is None else f, empty if y is None else y])
         except BadSegment as bad:
             # Moments.stage left the moments exactly as they were; restore what a first batch may have set
             for k, v in saved.items():
@@ -245,6 +298,15 @@ class DLRStats(DeviceBatches, Estimator):
             raise TypeError(f"can only merge DLRStats, got {type(other).__name__}")
         if self._weights != other._weights:
             raise DLRInputError("cannot merge statistics with outputs and statistics derived from weights")
+        if self.blocks != other.blocks:
+            if self.blocks is None or other.blocks is None:
+                raise DLRInputError(
+                    f"cannot merge statistics with jackknife blocks (blocks={self.blocks or other.blocks}) and "
+                    "statistics without them: build both with the same blocks="
+                )
+            raise DLRInputError(
+                f"cannot merge statistics in different numbers of jackknife blocks: {self.blocks} vs {other.blocks}"
+            )
         for name in ("_p", "_C", "_cy"):
             a, b = getattr(self, name), getattr(other, name)
             if a is not None and b is not None and a != b:
@@ -258,19 +320,26 @@ class DLRStats(DeviceBatches, Estimator):
     def merge(self, other: DLRStats) -> DLRStats:
         """Add the samples of ``other`` to ``self`` (in place) and return ``self``.
 
-        The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows.
+        The merge is exact: ``a.merge(b).result()`` equals the result of one object fed both sets of rows. With
+        ``blocks``, ``other``'s rows join the blocks as if they had been streamed after ``self``'s (row k of
+        ``other`` to block ``(self.n + k) mod B``), so the blocks stay balanced whatever the merge order; both must
+        have the same ``blocks``.
         """
         with locked_pair(self, other):
             self._compat(other)
             self._sync()
             other._sync()
-            if other._mom is None or other._mom.rows == 0:
+            if other.n == 0:
                 return self
-            if self._mom is None:
+            if self.n == 0:
                 self._p, self._C, self._cy, self._label_kind = other._p, other._C, other._cy, other._label_kind
                 self.num_classes = self.num_classes or other.num_classes
-                self._mom = other._mom.copy()
+                self._mom = None if other._mom is None else other._mom.copy()
+                self._blocked = None if other._blocked is None else other._blocked.copy()
+            elif self._blocked is not None and other._blocked is not None:
+                self._blocked.merge(other._blocked)
             else:
+                assert self._mom is not None and other._mom is not None  # both hold rows, without blocks
                 self._mom.merge(other._mom)
             self._data_eps = max(self._data_eps, other._data_eps)
             self._class_id_outputs = self._class_id_outputs or getattr(other, "_class_id_outputs", False)
@@ -282,13 +351,17 @@ class DLRStats(DeviceBatches, Estimator):
         self._sync()
         out = copy.copy(self)
         out._mom = None if self._mom is None else self._mom.copy()
+        out._blocked = None if self._blocked is None else self._blocked.copy()
         out._head = None if self._head is None else self._head.copy()
         return out
 
     # ------------------------------------------------------------------ results
     def _require(self) -> Moments:
+        """The moments of every row, flushed (with blocks: the merge of the blocks, a new object)."""
         self._sync()
         self._require_samples()
+        if self._blocked is not None:
+            return self._blocked.total()
         mo = self._mom
         assert mo is not None  # n > 0: the moments exist
         mo.flush()
@@ -333,11 +406,22 @@ class DLRStats(DeviceBatches, Estimator):
         Returns
         -------
         DLRResult
+            With ``blocks``, also the block-jackknife standard errors and biases of both measures
+            (``stderr``, ``bias``; ``stderr_span``, ``stderr_sqrt``, ...): each of the B leave-one-block-out
+            statistics is finished exactly like the full one.
         """
-        res = measure(self._require(), self._head, C=int(self._C or 0), data_eps=self._data_eps, rtol=rtol,
-                      output_kernel=output_kernel, center_logits=center_logits)
+        res = self._measure(self._require(), rtol, output_kernel, center_logits)
+        if self._blocked is not None:
+            res = measure_jackknife(self._blocked, res, self._head, C=int(self._C or 0), data_eps=self._data_eps,
+                                    rtol=rtol, center_logits=center_logits)
         if baseline:
             res = res.with_baseline(self.baseline(center_logits=center_logits))
+        return res
+
+    def _measure(self, mo: Moments, rtol: float | None, output_kernel: str, center_logits: bool) -> DLRResult:
+        """Both measures of the moments ``mo`` of every row (no jackknife), with the class-id warning."""
+        res = measure(mo, self._head, C=int(self._C or 0), data_eps=self._data_eps, rtol=rtol,
+                      output_kernel=output_kernel, center_logits=center_logits)
         return res.with_warnings(CLASS_ID_OUTPUTS) if self._class_id_outputs else res
 
     @locked
@@ -434,17 +518,23 @@ class DLRStats(DeviceBatches, Estimator):
         True
         """
         mo = self._require()
-        res = self.result(rtol=rtol, output_kernel=output_kernel, center_logits=center_logits)
+        res = self._measure(mo, rtol, output_kernel, center_logits)  # no jackknife: the spectrum has no error bars
         return spectrum_of(mo, self._head, res, C=int(self._C or 0), has_labels=bool(self._cy), k=k, name=name,
                            method=method, oversample=oversample, power_iters=power_iters, seed=seed)
 
     @locked
     def nc1(self) -> NC1Result:
-        """NC1 = tr(Sigma_W Sigma_B^+) / C of the features, from the class statistics (labels must be class ids)."""
+        """NC1 = tr(Sigma_W Sigma_B^+) / C of the features, from the class statistics (labels must be class ids).
+
+        With ``blocks``, the result also carries the block-jackknife ``stderr`` and ``bias`` of NC1.
+        """
         mo = self._require()
         if self._label_kind != "classes":
             raise DLRInputError("nc1 needs integer class labels: pass labels=class_ids to update()")
-        return nc1_of(mo, data_eps=self._data_eps)
+        res = nc1_of(mo, data_eps=self._data_eps)
+        if self._blocked is not None:
+            res = nc1_jackknife(self._blocked, res, data_eps=self._data_eps)
+        return res
 
     # ------------------------------------------------------------------ persistence
     @locked
@@ -464,14 +554,17 @@ class DLRStats(DeviceBatches, Estimator):
         header = StatsHeader(
             p=self._p, C=self._C, cy=self._cy, label_kind=self._label_kind, num_classes=self.num_classes,
             work=None if work is None else work.name, precision=self.precision, data_eps=self._data_eps,
-            weights_mode=self._weights, n=0,
+            weights_mode=self._weights, n=0 if self._blocked is None else self._blocked.rows, blocks=self.blocks,
         )
         meta: dict[str, Any] = header.to_arrays()
         if self._mom is not None:
             meta.update(self._mom.state_arrays())
+        if self._blocked is not None:
+            meta.update(self._blocked.state_arrays())
         if self._head is not None:
             meta.update(self._head.state_arrays())
-        return atomic_savez(path, MAGIC, FORMAT_VERSION, meta)
+        # statistics without blocks keep the first format, which every dlrcore version reads
+        return atomic_savez(path, MAGIC, FIRST_FORMAT_VERSION if self.blocks is None else FORMAT_VERSION, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DLRStats:
@@ -480,16 +573,25 @@ class DLRStats(DeviceBatches, Estimator):
         Raises
         ------
         DLRInputError
-            If the file is not a dlrcore statistics file, is damaged, or has a newer format version.
+            If the file is not a dlrcore statistics file, is damaged, or has a newer format version; or, for
+            statistics saved with ``blocks``, if they would not fit in half of the memory available.
         """
         data = read_npz(path, MAGIC, FORMAT_VERSION)
         h = StatsHeader.from_arrays(data, path)
-        st = cls(precision=h.precision, num_classes=h.num_classes)
+        st = cls(precision=h.precision, num_classes=h.num_classes, blocks=h.blocks)
         st._p, st._C, st._cy, st._label_kind = h.p, h.C, h.cy, h.label_kind
         st._data_eps, st._weights = h.data_eps, h.weights_mode
         if h.weights_mode and h.C is not None and h.p is not None:  # widths checked by from_arrays
             st._head = WeightsHead.from_state(data, path, h.C, h.p)
-        if h.n and h.p and h.cy is not None:
+        if h.n and h.p and h.cy is not None and h.blocks is not None:
+            widths = [h.p, st._c_out, h.cy]
+            work = np.dtype(h.work)
+            check_jackknife_memory(widths, h.blocks, work.itemsize)
+            st._blocked = BlockedMoments.from_state(
+                data, path, widths, blocks=h.blocks, n=h.n, work=work, exact_block=1 if st._c_out else None,
+                chunk_bytes=block_chunk_bytes(sum(widths), work, h.blocks),
+            )
+        elif h.n and h.p and h.cy is not None:
             c = st._c_out
             q = h.p + c + h.cy
             mean = array_field(data, "mean", path, (q,))

@@ -7,19 +7,30 @@ torchmetrics ``_compute`` style.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from .blocked_moments import BlockedMoments
 from .exact import dlr_from_moments, dlr_from_weight_moments
 from .inputs import DLRInputError
+from .jackknife import leave_one_block_out
 from .measures import NC1Result, nc1_from_moments
 from .moments import Moments
 from .result import DLRResult
 from .spectral import Spectrum, in_data_units, spectrum_from_moments
 from .weights_head import WeightsHead
 
-__all__ = ["BLOCK_NAMES", "measure", "moments_in_data_units", "nc1_of", "spectrum_of"]
+__all__ = [
+    "BLOCK_NAMES",
+    "measure",
+    "measure_jackknife",
+    "moments_in_data_units",
+    "nc1_jackknife",
+    "nc1_of",
+    "spectrum_of",
+]
 
 #: The blocks of the statistics' moments, in stacking order.
 BLOCK_NAMES = ("features", "outputs", "labels")
@@ -52,6 +63,40 @@ def measure(
         n=mo.n, m_pp=mo.block(0, 0, upper=True), m_fp=mo.block(1, 0), m_ff=mo.block(1, 1, upper=True),
         mean_f=mo.block_mean(1), data_eps=data_eps, upper=True, **kernel,
     )
+
+
+def measure_jackknife(
+    blocked: BlockedMoments,
+    full: DLRResult,
+    head: WeightsHead | None,
+    *,
+    C: int,
+    data_eps: float,
+    rtol: float | None,
+    center_logits: bool,
+) -> DLRResult:
+    """``full`` (the :func:`measure` of all blocks) with the block-jackknife standard errors and biases of both
+    measures, each leave-one-block-out value finished exactly as ``full`` (same ``rtol`` rule and kernel options).
+    Where no jackknife is possible the errors stay None and a warning says why."""
+
+    def both(mo: Moments) -> tuple[float, float]:
+        res = measure(mo, head, C=C, data_eps=data_eps, rtol=rtol, output_kernel="span", center_logits=center_logits)
+        return res.value_span, res.value_sqrt
+
+    jks, why = leave_one_block_out(blocked, (full.value_span, full.value_sqrt), both)
+    out = replace(full, blocks=blocked.blocks)
+    if jks is None:
+        return out.with_warnings(why)
+    span, half = jks
+    return replace(out, stderr_span=span.stderr, stderr_sqrt=half.stderr, bias_span=span.bias, bias_sqrt=half.bias)
+
+
+def nc1_jackknife(blocked: BlockedMoments, full: NC1Result, *, data_eps: float) -> NC1Result:
+    """``full`` (the :func:`nc1_of` of all blocks) with its block-jackknife standard error and bias (None where a
+    block left out leaves NC1 undefined, or with fewer samples than blocks)."""
+    jks, _ = leave_one_block_out(blocked, (full.value,), lambda mo: (nc1_of(mo, data_eps=data_eps).value,))
+    out = replace(full, blocks=blocked.blocks)
+    return out if jks is None else replace(out, stderr=jks[0].stderr, bias=jks[0].bias)
 
 
 def spectrum_of(

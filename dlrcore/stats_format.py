@@ -3,7 +3,11 @@
 A statistics file holds the header below, the folded moments (``n``, ``mean``, ``comoment``,
 ``scale_exponents``: :meth:`~dlrcore.folded_moments.FoldedMoments.state_arrays`) and, in weights mode, the
 weight head (:meth:`~dlrcore.weights_head.WeightsHead.state_arrays`), under the magic ``dlrcore.DLRStats`` and
-:data:`FORMAT_VERSION` (:mod:`dlrcore.storage` writes atomically and checks both on reading).
+a format version (:mod:`dlrcore.storage` writes atomically and checks both on reading). Statistics kept in
+jackknife blocks (``DLRStats(blocks=B)``) have ``blocks`` in the header and, instead of the folded moments, those
+of each block under the prefix ``block<i>_`` (:meth:`~dlrcore.blocked_moments.BlockedMoments.state_arrays`); they
+are written as format version 2, so that older dlrcore versions refuse them as newer instead of reading them
+as damaged. Statistics without blocks are still written as version 1, unchanged.
 
 Examples
 --------
@@ -24,10 +28,14 @@ from .inputs import DLRInputError
 from .precision import PRECISIONS
 from .storage import bool_field, float_field, int_field, str_field
 
-__all__ = ["FORMAT_VERSION", "LABEL_KINDS", "MAGIC", "StatsHeader"]
+__all__ = ["FIRST_FORMAT_VERSION", "FORMAT_VERSION", "LABEL_KINDS", "MAGIC", "StatsHeader"]
 
-#: Version of the ``.npz`` statistics format written by :meth:`DLRStats.save`.
-FORMAT_VERSION = 1
+#: Newest version of the ``.npz`` statistics format, read by :meth:`DLRStats.load` and written for statistics
+#: with jackknife blocks (version 2 added them).
+FORMAT_VERSION = 2
+
+#: The version statistics without jackknife blocks are written as (the format they had before blocks existed).
+FIRST_FORMAT_VERSION = 1
 
 #: The magic string of a statistics file.
 MAGIC = "dlrcore.DLRStats"
@@ -38,7 +46,8 @@ LABEL_KINDS = ("classes", "targets", "none")
 
 @dataclass(frozen=True)
 class StatsHeader:
-    """The scalar fields of a statistics file (None: not known yet, before the first batch)."""
+    """The scalar fields of a statistics file (None: not known yet, before the first batch; ``blocks`` None:
+    statistics without jackknife blocks, and no ``blocks`` field is written)."""
 
     p: int | None
     C: int | None
@@ -50,11 +59,14 @@ class StatsHeader:
     data_eps: float
     weights_mode: bool
     n: int
+    blocks: int | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The fields as 0-d arrays (-1 and "" stand for None)."""
+        """The fields as 0-d arrays (-1 and "" stand for None; ``blocks`` only when set)."""
         opt = lambda v: np.array(-1 if v is None else v)
+        extra = {} if self.blocks is None else {"blocks": np.array(self.blocks, dtype=np.int64)}
         return {
+            **extra,
             "p": opt(self.p),
             "C": opt(self.C),
             "cy": opt(self.cy),
@@ -93,6 +105,7 @@ class StatsHeader:
             data_eps=float_field(data, "data_eps", path, least=0.0, most=1.0),
             weights_mode=bool_field(data, "weights_mode", path),
             n=n,
+            blocks=int_field(data, "blocks", path, least=2) if "blocks" in data else None,
         )
         p, C, cy = head.p, head.C, head.cy
         if head.num_classes == 0:

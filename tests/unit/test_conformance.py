@@ -2,7 +2,9 @@
 scikit-learn's estimator checks: any split of the rows, any merge order, ``sum``, copies, pickles, save and load,
 the empty state and operands of other types behave the same for DLRStats, DLRSketch and CKAStats.
 
-A new estimator costs one entry in ``ESTIMATORS``.
+A new estimator costs one entry in ``ESTIMATORS``. Estimators with jackknife blocks (``blocks=``) are entries of
+their own: blocks change how the state is kept (B round-robin blocks, merged on demand), so the whole protocol is
+checked for them too, and their value must equal the unblocked one.
 
 Tolerances: splits and merge orders change only the order of float64 additions in Chan's update; on these
 well-conditioned problems the values then agree to about 1e-14, and 1e-10 is the bound used throughout the suite.
@@ -28,8 +30,17 @@ ESTIMATORS = {
     "DLRStats": lambda: dlrcore.DLRStats(),
     "DLRSketch": lambda: dlrcore.DLRSketch(rank=6, probes=8, seed=2),
     "CKAStats": lambda: dlrcore.CKAStats(),
+    "DLRStats-blocks": lambda: dlrcore.DLRStats(blocks=7),
+    "CKAStats-blocks": lambda: dlrcore.CKAStats(blocks=11),
 }
-LOADERS = {"DLRStats": dlrcore.DLRStats.load, "DLRSketch": dlrcore.DLRSketch.load, "CKAStats": dlrcore.CKAStats.load}
+#: The class of each entry (an entry's name is its class name, or the class name and "-blocks").
+CLASS = {kind: kind.split("-")[0] for kind in ESTIMATORS}
+LOADERS = {
+    kind: {"DLRStats": dlrcore.DLRStats.load, "DLRSketch": dlrcore.DLRSketch.load, "CKAStats": dlrcore.CKAStats.load}[
+        CLASS[kind]
+    ]
+    for kind in ESTIMATORS
+}
 
 rng0 = np.random.default_rng(0)
 X = rng0.normal(size=(900, 10)) * np.linspace(2, 0.3, 10) + 0.5
@@ -53,7 +64,7 @@ def test_is_an_estimator_with_widths_and_repr(kind):
     assert (est.n, est.p, est.C) == (0, None, None)
     est.update(X, Y)
     assert (est.n, est.p, est.C) == (900, 10, 4)
-    assert repr(est).startswith(f"{kind}(n=900, p=10, C=4")
+    assert repr(est).startswith(f"{CLASS[kind]}(n=900, p=10, C=4")
 
 
 @kinds
@@ -134,7 +145,33 @@ def test_mismatched_widths_and_foreign_files_are_refused(kind, tmp_path):
     with pytest.raises(DLRInputError):
         est.copy().merge(other)
     assert est.n == 900
-    foreign = sorted(set(ESTIMATORS) - {kind})[0]
+    foreign = sorted(k for k in ESTIMATORS if CLASS[k] != CLASS[kind])[0]
     path = fitted(foreign).save(tmp_path / "foreign.npz")
     with pytest.raises(DLRInputError, match="not a"):
         LOADERS[kind](path)
+
+
+@pytest.mark.parametrize("kind", ["DLRStats", "CKAStats"])
+def test_blocks_keep_the_value_and_add_error_bars(kind):
+    """Merging the blocks is exact up to rounding: the value equals the unblocked one (the same float64 moments,
+    added in another order: about 1e-15 here, 1e-12 relative allowed), and a standard error comes with it."""
+    plain, blocked = fitted(kind), fitted(f"{kind}-blocks")
+    assert blocked.n == plain.n
+    assert value(blocked) == pytest.approx(value(plain), rel=1e-12)
+    res = blocked.result()
+    assert res.blocks == blocked.blocks and res.stderr is not None and res.stderr > 0
+    assert plain.result().stderr is None
+
+
+@pytest.mark.parametrize("kind", ["DLRStats", "CKAStats"])
+def test_blocked_and_unblocked_statistics_do_not_merge(kind):
+    plain, blocked = fitted(kind, slice(0, 300)), fitted(f"{kind}-blocks", slice(300, None))
+    for a, b in ((plain, blocked), (blocked, plain)):
+        with pytest.raises(DLRInputError, match="jackknife blocks"):
+            a.copy().merge(b)
+        with pytest.raises(DLRInputError, match="jackknife blocks"):
+            a + b
+    other = type(blocked)(blocks=blocked.blocks + 1).update(X[:50], Y[:50])
+    with pytest.raises(DLRInputError, match="different numbers of jackknife blocks"):
+        blocked.copy().merge(other)
+    assert (plain.n, blocked.n) == (300, 600)

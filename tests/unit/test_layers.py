@@ -14,14 +14,14 @@ LAYERS: dict[str, list[str]] = {
         "checks", "precision", "inputs", "backend", "scaling", "kernels", "concurrency", "progress", "storage",
         "extras",
     ],
-    "state": ["chan", "folded_moments", "moments", "accumulate", "weights_head"],
+    "state": ["chan", "folded_moments", "moments", "accumulate", "weights_head", "blocked_moments"],
     "results": ["record", "result"],
     "algebra": [
         "eigen", "output_kernels", "output_span", "exact", "spectral", "baseline", "sketch_algebra",
     ],
     "estimators": [
         "estimator", "stats_format", "stats_compute", "stats_device", "stats", "sketch", "randomized",
-        "method_choice", "measures", "device_exact", "functions", "__init__",
+        "method_choice", "measures", "device_exact", "functions", "__init__", "jackknife",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
     "front": ["cli", "plot", "dask", "dask_tasks", "demo", "demo_mlp", "__main__", "adapters"],
