@@ -13,10 +13,12 @@ def _missing(name: str) -> bool:
 
 
 collect_ignore = []
-if _missing("torch"):  # the torch adapter's doctests need torch
-    collect_ignore.append("dlrcore/adapters/torch.py")
-if _missing("matplotlib"):  # the plot module's doctests draw figures
-    collect_ignore.append("dlrcore/plot.py")
+if _missing("torch"):  # the torch adapters' doctests need torch
+    collect_ignore += ["dlrcore/adapters/torch.py", "dlrcore/adapters/hf.py"]
+if _missing("transformers") or _missing("torch"):  # the Trainer callback imports transformers at load
+    collect_ignore.append("dlrcore/adapters/hf_trainer.py")
+if _missing("matplotlib"):  # the plot module's and the TensorBoard image's doctests draw figures
+    collect_ignore += ["dlrcore/plot.py", "dlrcore/adapters/tensorboard.py"]
 if _missing("jax") or _missing("flax"):
     collect_ignore.append("dlrcore/adapters/jax.py")
 if _missing("keras") or _missing("tensorflow"):

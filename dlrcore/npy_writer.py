@@ -84,33 +84,52 @@ class NpyRowWriter:
 
 
 class ArrayDump:
-    """``features.npy``, ``outputs.npy`` and (when given) ``labels.npy`` in one folder, row-appended per batch.
+    """``features.npy``, ``outputs.npy`` and ``labels.npy`` in one folder, appended batch by batch.
 
-    ``dlr compute DIR/features.npy DIR/outputs.npy [--labels DIR/labels.npy]`` then measures the same rows, and
-    ``dlr spectrum`` and ``dlr plot`` work on them too.
+    Each file is opened by its first rows, so that ``outputs.npy`` is absent when the statistics derive the outputs
+    from the head's weights (the adapter then saves ``weight.npy`` beside it) and ``labels.npy`` when the batches
+    have no labels. ``dlr compute DIR/features.npy DIR/outputs.npy [--labels DIR/labels.npy]`` reads them.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with ArrayDump(d) as dump:
+    ...     dump.append(np.ones((2, 3)), np.zeros((2, 1)), None)
+    >>> sorted(os.listdir(d)), np.load(os.path.join(d, "features.npy")).shape
+    (['features.npy', 'outputs.npy'], (2, 3))
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.features = NpyRowWriter(self.folder / "features.npy")
-        self.outputs = NpyRowWriter(self.folder / "outputs.npy")
-        self.labels: NpyRowWriter | None = None
+    NAMES = ("features", "outputs", "labels")
 
-    def append(self, features: Any, outputs: Any, labels: Any = None) -> None:
-        """Write one batch of rows (NumPy arrays or CPU tensors; labels 1-D class ids or a target matrix)."""
-        self.features.append(np.asarray(features))
-        self.outputs.append(np.asarray(outputs))
-        if labels is not None:
-            if self.labels is None:
-                if self.features.rows != np.asarray(labels).shape[0]:
-                    raise DLRInputError("labels appeared after batches without them; dump all batches with labels")
-                self.labels = NpyRowWriter(self.folder / "labels.npy")
-            self.labels.append(np.asarray(labels))
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = os.fspath(folder)
+        os.makedirs(self.folder, exist_ok=True)
+        self.writers: dict[str, NpyRowWriter] = {}
+        self.batches = 0
+
+    def append(self, features: Any, outputs: Any = None, labels: Any = None) -> None:
+        """Write one batch of rows (NumPy arrays or CPU tensors; labels 1-D class ids or a target matrix); None
+        leaves that file out (it must then be None for every batch)."""
+        for name, rows in zip(self.NAMES, (features, outputs, labels)):
+            have = name in self.writers
+            if rows is None and not have:
+                continue
+            if rows is None or (not have and self.batches):
+                raise DLRInputError(f"dump: {name} appeared in some batches only; every batch must have them or none")
+            if not have:
+                self.writers[name] = NpyRowWriter(os.path.join(self.folder, f"{name}.npy"))
+            self.writers[name].append(np.asarray(rows))
+        self.batches += 1
 
     def close(self) -> None:
-        """Write the headers (class ids stay a 1-D array, which ``dlr compute --labels`` reads as classes)."""
-        self.features.close()
-        self.outputs.close()
-        if self.labels is not None:
-            self.labels.close()
+        """Write the final shapes in the headers (class ids stay a 1-D array, which ``dlr compute --labels``
+        reads as classes)."""
+        for w in self.writers.values():
+            w.close()
+
+    def __enter__(self) -> ArrayDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -88,14 +88,21 @@ def result_record(result: Any, **fields: Any) -> dict[str, Any]:
     """A trajectory record (for :func:`dlrcore.plot.trajectory`) from a :class:`~dlrcore.DLRResult`.
 
     ``fields`` (``step``, ``epoch``...) come first; ``dlr_key`` names the entry of ``result.value`` (default
-    ``"dlr"``), and ``<dlr_key>_span`` and ``<dlr_key>_sqrt`` hold the literal D_LR and D_half beside it.
+    ``"dlr"``), and ``<dlr_key>_span`` and ``<dlr_key>_sqrt`` hold the literal D_LR and D_half beside it; with
+    jackknife blocks, ``<key>_stderr`` holds each one's standard error (drawn as bands by
+    :func:`dlrcore.plot.trajectory`).
     """
     key = fields.pop("dlr_key", "dlr")
+    errors = {}
+    if getattr(result, "blocks", None):  # jackknife standard errors (statistics built with blocks=)
+        errors = {f"{key}_stderr": result.stderr, f"{key}_span_stderr": result.stderr_span,
+                  f"{key}_sqrt_stderr": result.stderr_sqrt}
     return {
         **fields,
         key: result.value,
         f"{key}_span": result.value_span,
         f"{key}_sqrt": result.value_sqrt,
+        **errors,
         "output_kernel": result.output_kernel,
         "output_rank": result.output_rank,
         "output_effective_rank": result.output_effective_rank,

@@ -3,13 +3,20 @@
 The final hidden state is measured against the LM head (through the head's weights, so no vocabulary-sized
 outputs are formed) or against a classification head. This module imports torch, not ``transformers``: it reads
 the model's own methods (``get_output_embeddings``) and runs it.
+
+``DLRTrainerCallback``, the ``transformers.TrainerCallback`` that measures during ``Trainer.train`` and logs
+through the trainer, lives in :mod:`dlrcore.adapters.hf_trainer` (which imports ``transformers``); it is
+importable from here too, imported on first access.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..checks import check_choice
 from ..extras import require
@@ -110,7 +117,9 @@ def collect_hf(
     max_batches: int | None = None,
     progress: bool = True,
     precision: str = "auto",
+    blocks: int | None = None,
     batch_to_input: Callable[[Any], Any] | None = None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats:
     """D_LR of a Hugging Face ``transformers`` model: final hidden state against its LM or classification head.
 
@@ -157,9 +166,18 @@ def collect_hf(
         Progress display on stderr for long passes.
     precision : {"auto", "float32", "float64"}
         See :class:`dlrcore.DLRStats`.
+    blocks : int, optional
+        Keep the statistics in this many row blocks for jackknife error bars (``result().stderr``), see
+        :class:`dlrcore.DLRStats` and docs/uncertainty.md.
     batch_to_input : callable, optional
         ``batch_to_input(batch)`` returns the dict of keyword arguments of the model; the attention mask is
         still read from its ``"attention_mask"``.
+    dump : path, optional
+        A folder to also write the rows measured to, appended batch by batch: ``features.npy`` (the pooled
+        hidden states), ``outputs.npy`` (a classification head's outputs) or, when the outputs come from the
+        head's weights, ``weight.npy`` (C x p) and ``bias.npy`` instead, and ``labels.npy`` when labels are
+        used. ``dlr compute DIR/features.npy DIR/outputs.npy`` (or ``DIR/features.npy --weight DIR/weight.npy
+        --bias DIR/bias.npy``, plus ``--labels DIR/labels.npy``) then gives the same statistics.
 
     Returns
     -------
@@ -183,6 +201,11 @@ def collect_hf(
     >>> st = collect_hf(TinyLM(), [{"input_ids": ids, "attention_mask": mask}], progress=False)
     >>> st.n, st.p, st.C, st.weights_mode   # 16 real tokens, no 16 x 50 logits formed
     (16, 8, 50, True)
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = collect_hf(TinyLM(), [{"input_ids": ids, "attention_mask": mask}], progress=False, dump=d)
+    >>> sorted(os.listdir(d))
+    ['bias.npy', 'features.npy', 'weight.npy']
     """
     check_choice(pooling, "pooling", HF_POOLING)
     names = _check_model(model, max_batches)
@@ -220,14 +243,16 @@ def collect_hf(
         (kw0, _), _ = split(first)
         name, mod, is_lm = _hf_head(model, head, names, lambda: model(**_move(kw0, device)))
         use_weights = is_lm if weights is None else bool(weights)
+        head_params: dict[str, torch.Tensor] = {}  # the head's weight and bias, saved beside a dump
         if use_weights:
             w = getattr(mod, "weight", None)
             if not isinstance(w, torch.Tensor) or w.ndim != 2:
                 raise ValueError(f"head {name!r} has no 2-D weight; pass weights=False")
             b = getattr(mod, "bias", None)
+            head_params = {"weight": w} if b is None else {"weight": w, "bias": b}
             stats = DLRStats(
                 weight=w.detach().cpu(), bias=None if b is None else b.detach().cpu(),
-                num_classes=num_classes, precision=precision,
+                num_classes=num_classes, precision=precision, blocks=blocks,
             )
 
             def pre(m: nn.Module, args: Any, kwargs: Any) -> None:
@@ -241,7 +266,7 @@ def collect_hf(
 
             handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
         else:
-            stats = DLRStats(num_classes=num_classes, precision=precision)
+            stats = DLRStats(num_classes=num_classes, precision=precision, blocks=blocks)
 
             def post(m: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
                 x = _first_tensor(args)
@@ -292,9 +317,27 @@ def collect_hf(
             feed_batches(
                 itertools.chain([first], it), total, split=split, run=run, stats=stats, decision=decision,
                 max_batches=max_batches, progress=progress, title="dlrcore collect_hf", delay=PROGRESS_DELAY,
+                dump=dump,
             )
         finally:
             captured.clear()
+        if dump is not None:  # outputs derived from the head's weights: save them beside the features
+            for key, param in head_params.items():
+                np.save(os.path.join(os.fspath(dump), f"{key}.npy"), _host_weight(param))
     if stats.n == 0:
         raise ValueError("no samples were collected: every batch was empty or fully padded")
     return stats
+
+
+def _host_weight(t: torch.Tensor) -> np.ndarray:
+    """A head parameter as a float NumPy array (bfloat16 widened to float32)."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DLRTrainerCallback":  # imports transformers on first access only
+        from .hf_trainer import DLRTrainerCallback
+
+        return DLRTrainerCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

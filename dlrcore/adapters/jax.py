@@ -14,6 +14,7 @@ Usage (not a doctest)::
     print(stats.result().value)
     stats = dj.collect(model.apply, variables, test_batches, layer="head")   # a named module
     stats = dj.collect_fn(lambda x: (embed(x), logits(x)), test_batches)      # any JAX function
+    stats = dj.collect(model.apply, variables, test_batches, dump="run")   # also run/features.npy, ... for the CLI
 
 How the layer is captured
 -------------------------
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -293,7 +295,9 @@ def _run(
     labels: bool | Callable[[Any], Any],
     num_classes: int | None,
     precision: str,
+    blocks: int | None,
     batch_to_input: Callable[[Any], Any] | None,
+    dump: str | os.PathLike[str] | None,
 ) -> DLRStats:
     """Statistics of ``step(x) -> (feature rows, output rows)`` over ``data``; ``step = make_step(first batch)``."""
     first, it, total = first_and_total(data, max_batches)
@@ -309,10 +313,10 @@ def _run(
         n_batch = int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else feats.shape[0]
         return BatchRows(feats, outs, n_batch=n_batch)
 
-    stats = DLRStats(num_classes=num_classes, precision=precision)
+    stats = DLRStats(num_classes=num_classes, precision=precision, blocks=blocks)
     feed_batches(
         itertools.chain([first], it), total, split=lambda batch: _split_batch(batch, batch_to_input, labels),
-        run=run, stats=stats, max_batches=max_batches, progress=progress,
+        run=run, stats=stats, max_batches=max_batches, progress=progress, dump=dump,
     )
     if stats.n == 0:
         raise ValueError("no samples were collected: every batch was empty")
@@ -330,7 +334,9 @@ def collect(
     labels: bool | Callable[[Any], Any] = True,
     num_classes: int | None = None,
     precision: str = "auto",
+    blocks: int | None = None,
     batch_to_input: Callable[[Any], Any] | None = None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats:
     """Run ``apply_fn(params, x)`` over ``data`` and accumulate the D_LR statistics of its last Dense layer.
 
@@ -358,9 +364,16 @@ def collect(
         Number of classes for integer labels (default: the output width C).
     precision : {"auto", "float32", "float64"}
         Precision of the products, see :class:`dlrcore.DLRStats`.
+    blocks : int, optional
+        Keep the statistics in this many row blocks for jackknife error bars (``result().stderr``), see
+        :class:`dlrcore.DLRStats` and docs/uncertainty.md.
     batch_to_input : callable, optional
         ``batch_to_input(batch)`` gives the model input: a dict is passed as keyword arguments, a tuple as
         positional arguments after ``params``, anything else as the single argument.
+    dump : path, optional
+        A folder to also write the rows measured to, appended batch by batch (memory stays at one batch):
+        ``features.npy``, ``outputs.npy`` and ``labels.npy`` (when labels are used), for ``dlr compute
+        DIR/features.npy DIR/outputs.npy --labels DIR/labels.npy`` later (the same statistics).
 
     Returns
     -------
@@ -393,7 +406,7 @@ def collect(
         return lambda x: fn(params, x)
 
     return _run(make_step, data, max_batches=max_batches, progress=progress, labels=labels,
-                num_classes=num_classes, precision=precision, batch_to_input=batch_to_input)
+                num_classes=num_classes, precision=precision, blocks=blocks, batch_to_input=batch_to_input, dump=dump)
 
 
 def collect_fn(
@@ -406,7 +419,9 @@ def collect_fn(
     labels: bool | Callable[[Any], Any] = True,
     num_classes: int | None = None,
     precision: str = "auto",
+    blocks: int | None = None,
     batch_to_input: Callable[[Any], Any] | None = None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats:
     """Accumulate D_LR statistics of a plain function ``x -> (features, outputs)`` over ``data``.
 
@@ -419,7 +434,7 @@ def collect_fn(
         As in :func:`collect`.
     jit : bool
         Wrap the function in :func:`jax.jit` (skipped when it is already jitted).
-    max_batches, progress, labels, num_classes, precision, batch_to_input
+    max_batches, progress, labels, num_classes, precision, batch_to_input, dump
         As in :func:`collect` (``batch_to_input`` gives the single argument of the function).
 
     Returns
@@ -438,4 +453,4 @@ def collect_fn(
 
     step = jax.jit(rows) if jit else rows
     return _run(lambda first: step, data, max_batches=max_batches, progress=progress, labels=labels,
-                num_classes=num_classes, precision=precision, batch_to_input=batch_to_input)
+                num_classes=num_classes, precision=precision, blocks=blocks, batch_to_input=batch_to_input, dump=dump)

@@ -15,7 +15,7 @@ Usage (not a doctest)::
     from dlrcore.adapters.keras import collect, DLRKerasCallback
     stats = collect(model, test_ds)                         # tf.data.Dataset of (x, y)
     stats = collect(model, (x_test, y_test), batch_size=256)
-    cb = DLRKerasCallback((x_val, y_val), every_n_epochs=1)
+    cb = DLRKerasCallback((x_val, y_val), every_n_epochs=1, tensorboard="logs/dlr")   # TensorBoard optional
     history = model.fit(x, y, epochs=10, callbacks=[cb])
     history.history["dlr"]; dlrcore.plot.trajectory(cb.records, x="epoch")
 
@@ -34,6 +34,7 @@ Features and outputs are flattened per sample; at a layer applied token-wise (``
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
@@ -45,6 +46,7 @@ from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_ke
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, check_max_batches, result_record, split_batch
 from .loop import BatchRows, feed_batches
+from .tensorboard import SummaryLog
 
 if TYPE_CHECKING:
     import keras
@@ -179,6 +181,8 @@ def _collect_sub(
     num_classes: int | None,
     progress: bool,
     precision: str,
+    blocks: int | None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats:
     batches, total = _batches(data, batch_size)
 
@@ -191,10 +195,10 @@ def _collect_sub(
         feats, outs = _rows(feats, outs)
         return BatchRows(feats, outs, n_batch=n_batch)
 
-    stats = DLRStats(num_classes=num_classes, precision=precision)
+    stats = DLRStats(num_classes=num_classes, precision=precision, blocks=blocks)
     nb, _ = feed_batches(
         batches, total, split=lambda batch: _split_batch(batch, labels), run=run, stats=stats,
-        max_batches=max_batches, progress=progress,
+        max_batches=max_batches, progress=progress, dump=dump,
     )
     if nb == 0:
         raise ValueError("data is empty (a one-shot generator already consumed?); pass arrays, a Dataset or a list")
@@ -219,6 +223,8 @@ def collect(
     progress: bool = True,
     batch_size: int = 256,
     precision: str = "auto",
+    blocks: int | None = None,
+    dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats:
     """Run a Keras model over ``data`` and accumulate the D_LR statistics of its last Dense layer.
 
@@ -243,6 +249,13 @@ def collect(
         Rows per batch when ``data`` is whole NumPy arrays.
     precision : {"auto", "float32", "float64"}
         Precision of the products, see :class:`dlrcore.DLRStats`.
+    blocks : int, optional
+        Keep the statistics in this many row blocks for jackknife error bars (``result().stderr``), see
+        :class:`dlrcore.DLRStats` and docs/uncertainty.md.
+    dump : path, optional
+        A folder to also write the rows measured to, appended batch by batch: ``features.npy``,
+        ``outputs.npy`` and ``labels.npy`` (when labels are used), for ``dlr compute DIR/features.npy
+        DIR/outputs.npy --labels DIR/labels.npy`` later (the same statistics).
 
     Returns
     -------
@@ -268,6 +281,8 @@ def collect(
         num_classes=num_classes,
         progress=progress,
         precision=precision,
+        blocks=blocks,
+        dump=dump,
     )
 
 
@@ -290,6 +305,15 @@ class DLRKerasCallback(keras.callbacks.Callback):
         literal D_LR) and ``<key>_sqrt`` (D_half) are logged and recorded beside it.
     rtol, output_kernel, center_logits
         Passed to :meth:`dlrcore.DLRStats.result` (``output_kernel="sqrt"`` makes ``<key>`` D_half).
+    spectrum : bool
+        Also store the eigen-spectrum (:meth:`dlrcore.Spectrum.to_dict`) in each record under ``"spectrum"``.
+    tensorboard : str, path or writer, optional
+        Also write every measurement to TensorBoard: a log folder (a ``tf.summary.create_file_writer`` writer
+        is made for it; ``tf.summary`` needs the ``tensorboard`` package) or a writer of yours (a ``tf.summary``
+        writer, or a ``SummaryWriter`` of torch or tensorboardX). Scalars ``<key>/value``, ``<key>/span``,
+        ``<key>/sqrt``, ``<key>/output_rank``, ``<key>/output_effective_rank``, ``<key>/constant_share`` at the
+        record's ``step`` (training batches seen) and, with ``spectrum=True`` and matplotlib installed, the
+        spectrum figure as the image ``<key>/spectrum`` (see :class:`dlrcore.adapters.tensorboard.SummaryLog`).
     **collect_kwargs
         Further keyword arguments of :func:`collect` (``max_batches``, ``labels``, ``batch_size``, ...);
         ``progress`` defaults to False.
@@ -304,6 +328,8 @@ class DLRKerasCallback(keras.callbacks.Callback):
         ``x="epoch"``).
     stats : DLRStats or None
         The statistics of the last measurement.
+    board : SummaryLog or None
+        The TensorBoard output, when ``tensorboard`` is given (flushed at every measurement).
 
     Notes
     -----
@@ -324,6 +350,8 @@ class DLRKerasCallback(keras.callbacks.Callback):
         rtol: float | None = None,
         output_kernel: str = "span",
         center_logits: bool = CENTER_LOGITS,
+        spectrum: bool = False,
+        tensorboard: Any = None,
         **collect_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -346,6 +374,8 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self._steps = 0
         self._epochs = 0
         self._last: dict[str, float] = {}
+        self.spectrum = bool(spectrum)
+        self.board = None if tensorboard is None else SummaryLog(tensorboard, flavour="tf", key=self.key)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._sub = None
@@ -365,6 +395,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
             num_classes=kw.pop("num_classes", None),
             progress=kw.pop("progress", False),
             precision=kw.pop("precision", "auto"),
+            blocks=kw.pop("blocks", None),
         )
         if kw:
             raise TypeError(f"unexpected keyword arguments for collect: {sorted(kw)}")
@@ -373,9 +404,13 @@ class DLRKerasCallback(keras.callbacks.Callback):
         for k, v in (metrics or {}).items():
             if k not in record and isinstance(v, (int, float, np.floating, np.integer)):
                 record[k] = float(v)
+        if self.spectrum:
+            record["spectrum"] = stats.spectrum(name=f"step {self._steps}", **self.kernel).to_dict()
         self.stats = stats
         self._last = {k: float(record[k]) for k in (self.key, f"{self.key}_span", f"{self.key}_sqrt")}
         self.records.append(record)
+        if self.board is not None:
+            self.board.write(record, self._steps)
         return record
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

@@ -3,7 +3,7 @@
 :func:`feed_batches` takes the batches (at most ``max_batches``), splits each into model input and raw labels, runs
 the model on the input to get the (features, outputs) rows of the measured layer, decides once whether labels are
 used (:class:`~dlrcore.adapters.batches.LabelDecision`), feeds :class:`dlrcore.DLRStats` (and the statistics of
-further layers), optionally writes the rows to ``.npy`` files (:class:`dlrcore.npy_writer.ArrayDump`) and shows a
+further layers), optionally writes the rows to ``.npy`` files (:class:`~dlrcore.npy_writer.ArrayDump`) and shows a
 progress display. An adapter only supplies two small callables: ``split(batch)`` and ``run(inputs, index)``; the
 latter returns a :class:`BatchRows`.
 
@@ -36,7 +36,7 @@ from ..progress import Progress
 from ..stats import DLRStats
 from .batches import LabelDecision, label_rows
 
-__all__ = ["PROGRESS_DELAY", "BatchRows", "feed_batches"]
+__all__ = ["PROGRESS_DELAY", "BatchRows", "feed_batches", "host_rows"]
 
 #: Seconds a pass must run before the progress display appears (short passes print nothing).
 PROGRESS_DELAY = 2.0
@@ -81,6 +81,28 @@ class BatchRows:
         return decision.decide(lab, index, lambda v: label_rows(v, n, n if self.n_batch is None else self.n_batch))
 
 
+def host_rows(t: Any) -> np.ndarray:
+    """Rows as a host NumPy array that a ``.npy`` file holds as numbers: torch tensors are detached and copied
+    to the host, JAX and CuPy arrays copied, and bfloat16 (or any other non-NumPy float) widened to float32.
+
+    Examples
+    --------
+    >>> host_rows([[1, 2]]).tolist()
+    [[1, 2]]
+    """
+    if hasattr(t, "detach") and hasattr(t, "cpu"):  # a torch tensor (bfloat16 has no NumPy dtype)
+        t = t.detach()
+        if "bfloat16" in str(t.dtype):
+            t = t.float()
+        t = t.cpu().numpy()
+    elif hasattr(t, "get") and not isinstance(t, (np.ndarray, Mapping)):  # a CuPy array
+        t = t.get()
+    a = np.asarray(t)
+    if a.dtype.kind not in "biuf":  # ml_dtypes' bfloat16 and friends: NumPy reads them as void
+        a = a.astype(np.float32)
+    return a
+
+
 def feed_batches(
     batches: Iterable[Any],
     total: int | None,
@@ -95,7 +117,7 @@ def feed_batches(
     title: str = "dlrcore collect",
     delay: float = PROGRESS_DELAY,
     dump: str | os.PathLike[str] | None = None,
-    host: Callable[[Any], np.ndarray] = np.asarray,
+    host: Callable[[Any], np.ndarray] = host_rows,
 ) -> tuple[int, int]:
     """Feed the rows of every batch to the statistics; return ``(batches read, rows fed)``.
 
@@ -121,9 +143,10 @@ def feed_batches(
     progress, title, delay
         The progress display on stderr: shown when ``progress``, after ``delay`` seconds, headed ``title``.
     dump : str or path, optional
-        Folder receiving ``features.npy``, ``outputs.npy`` and ``labels.npy`` (the rows fed to ``stats``).
+        Folder receiving ``features.npy``, ``outputs.npy`` and ``labels.npy`` (the rows fed to ``stats``; see
+        :class:`~dlrcore.npy_writer.ArrayDump`).
     host : callable
-        Turns rows into host NumPy arrays for ``dump``.
+        Turns rows into host NumPy arrays for ``dump`` (default :func:`host_rows`).
     """
     if max_batches is not None:
         batches = itertools.islice(batches, int(max_batches))
@@ -143,7 +166,10 @@ def feed_batches(
             if stats is not None:
                 stats.update(got.features, got.outputs, labels=lab_rows)
                 if dumped is not None:
-                    dumped.append(*(None if t is None else host(t) for t in (got.features, got.outputs, lab_rows)))
+                    f, o, lr = (None if t is None else host(t) for t in (got.features, got.outputs, lab_rows))
+                    if f is None:
+                        raise ValueError("dump writes feature rows, and this pass has none")
+                    dumped.append(f, o, lr)
             for name, feats in got.layers.items():
                 layer_stats[name].update(feats, got.outputs, labels=lab_rows)
             rows += got.rows

@@ -58,6 +58,7 @@ from ..stats import DLRStats
 from .batches import LABEL_KEYS, first_and_total, result_record
 from .hf import HF_LABEL_KEYS, HF_POOLING, collect_hf
 from .loop import BatchRows, feed_batches
+from .tensorboard import SummaryLog
 from .torch_model import (
     INPUT_KEYS,
     PROGRESS_DELAY,
@@ -126,6 +127,7 @@ def collect(
     num_classes: int | None = None,
     sequence: str = "tokens",
     precision: str = "auto",
+    blocks: int | None = None,
     batch_to_input: Callable[[Any], Any] | None = None,
     dump: str | os.PathLike[str] | None = None,
 ) -> DLRStats | dict[str, DLRStats]:
@@ -163,6 +165,9 @@ def collect(
         sequence from the mean or the last position.
     precision : {"auto", "float32", "float64"}
         Precision of the products, see :class:`dlrcore.DLRStats`.
+    blocks : int, optional
+        Keep the statistics in this many row blocks for jackknife error bars (``result().stderr``), see
+        :class:`dlrcore.DLRStats` and docs/uncertainty.md.
     batch_to_input : callable, optional
         ``batch_to_input(batch)`` gives the model input: a dict is passed as keyword arguments, a tuple as
         positional arguments, anything else as the single argument.
@@ -277,8 +282,8 @@ def collect(
                 lst.clear()
             return BatchRows(feats, outs, layers=per_layer, label_rows=lambda lab: _label_rows(lab, lead, sequence))
 
-        ref_stats = None if extra else DLRStats(num_classes=num_classes, precision=precision)
-        layer_stats = {n: DLRStats(num_classes=num_classes, precision=precision) for n, _ in extra}
+        ref_stats = None if extra else DLRStats(num_classes=num_classes, precision=precision, blocks=blocks)
+        layer_stats = {n: DLRStats(num_classes=num_classes, precision=precision, blocks=blocks) for n, _ in extra}
         try:
             feed_batches(
                 itertools.chain([first], it), total, split=lambda batch: _split_batch(batch, batch_to_input, labels),
@@ -313,6 +318,13 @@ class Tracker:
     rtol, output_kernel, center_logits
         Passed to :meth:`dlrcore.DLRStats.result`: ``output_kernel="sqrt"`` makes ``dlr`` D_half (for
         cross-entropy logits); both measures are recorded either way.
+    tensorboard : str, path or SummaryWriter, optional
+        Also write every measurement to TensorBoard: a log folder (a ``torch.utils.tensorboard.SummaryWriter``
+        is made for it; needs ``pip install tensorboard``) or a writer of yours (``SummaryWriter``,
+        ``tensorboardX``, a ``tf.summary`` writer). Scalars ``dlr/value``, ``dlr/span`` (literal D_LR),
+        ``dlr/sqrt`` (D_half), ``dlr/output_rank``, ``dlr/output_effective_rank``, ``dlr/constant_share`` at the
+        record's step and, with ``spectrum=True`` and matplotlib installed, the three-panel spectrum figure as
+        the image ``dlr/spectrum`` (see :class:`dlrcore.adapters.tensorboard.SummaryLog`).
     **collect_kwargs
         Further keyword arguments of :func:`collect` (``max_batches``, ``labels``, ``sequence``, ...);
         ``progress`` defaults to False.
@@ -326,6 +338,8 @@ class Tracker:
         for. They feed :func:`dlrcore.plot.trajectory`.
     stats : DLRStats or None
         The statistics of the last measurement.
+    board : SummaryLog or None
+        The TensorBoard output, when ``tensorboard`` is given.
 
     Examples
     --------
@@ -333,7 +347,7 @@ class Tracker:
     >>> _ = torch.manual_seed(0)
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     >>> held_out = [torch.randn(64, 4)]
-    >>> tracker = Tracker(net, held_out, every=10)
+    >>> tracker = Tracker(net, held_out, every=10)   # tensorboard="runs/dlr" would also write TensorBoard
     >>> for step in range(25):
     ...     rec = tracker.step(step, test_acc=0.5)   # after the optimizer step
     >>> [r["step"] for r in tracker.records]
@@ -353,6 +367,7 @@ class Tracker:
         rtol: float | None = None,
         output_kernel: str = "span",
         center_logits: bool = CENTER_LOGITS,
+        tensorboard: Any = None,
         **collect_kwargs: Any,
     ) -> None:
         check_int(every, "every")
@@ -371,6 +386,7 @@ class Tracker:
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         self.records: list[dict[str, Any]] = []
         self.stats: DLRStats | None = None
+        self.board = None if tensorboard is None else SummaryLog(tensorboard, flavour="torch")
 
     def due(self, step: int) -> bool:
         """Whether :meth:`step` measures at ``step``."""
@@ -402,7 +418,14 @@ class Tracker:
             record["spectrum"] = stats.spectrum(name=f"step {step}", **self.kernel).to_dict()
         self.stats = stats
         self.records.append(record)
+        if self.board is not None:
+            self.board.write(record, step)
         return record
+
+    def close(self) -> None:
+        """Flush the TensorBoard output, and close its writer when the tracker made it from a log folder."""
+        if self.board is not None:
+            self.board.close()
 
 
 # ---------------------------------------------------------------------------------------------- distributed

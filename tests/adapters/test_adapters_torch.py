@@ -481,3 +481,25 @@ def test_import_dlrcore_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_collect_and_tracker_with_jackknife_blocks_carry_standard_errors_to_records_and_bands():
+    """collect(blocks=) gives the same value as without blocks, with a standard error; Tracker records carry
+    <key>_stderr for both measures, and plot.trajectory draws them as bands."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [(torch.randn(200, 6), torch.randint(0, 4, (200,))) for _ in range(4)]
+    plain = dlt.collect(net, data, progress=False).result()
+    blocked = dlt.collect(net, data, progress=False, blocks=10).result()
+    assert blocked.blocks == 10 and blocked.stderr > 0
+    assert abs(blocked.value - plain.value) < 1e-10
+    tracker = dlt.Tracker(net, data, every=1, blocks=10)
+    tracker.step(0)
+    tracker.step(1)
+    rec = tracker.records[0]
+    assert rec["dlr_span_stderr"] == pytest.approx(blocked.stderr_span, rel=1e-9)
+    assert rec["dlr_sqrt_stderr"] == pytest.approx(blocked.stderr_sqrt, rel=1e-9)
+    pytest.importorskip("matplotlib")
+    import dlrcore.plot
+
+    assert len(dlrcore.plot.trajectory(tracker.records).axes[0].collections) == 2
