@@ -43,7 +43,7 @@ def test_decoupling_quick(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
 
 
-@pytest.mark.slow
+@pytest.mark.paper  # 40-90 s of four trainings: outside the default run (python -m pytest -m paper)
 def test_factors_quick(tmp_path):
     res = _run("paper_factors.py", tmp_path)
     table = {(e["bn"], e["lr"]): e for e in res["table"]}

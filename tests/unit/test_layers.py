@@ -20,7 +20,7 @@ LAYERS: dict[str, list[str]] = {
         "eigen", "output_kernels", "output_span", "exact", "spectral", "baseline", "sketch_algebra",
     ],
     "estimators": [
-        "estimator", "stats_format", "stats_compute", "stats_device", "stats", "sketch", "randomized",
+        "estimator", "stats_format", "stats_compute", "stats_device", "stats_file", "stats", "sketch", "randomized",
         "method_choice", "measures", "device_exact", "functions", "__init__", "jackknife",
     ],
     "io": ["arrayfiles", "checkpoint", "npy_writer"],
