@@ -27,6 +27,7 @@ __all__ = [
     "check_centering",
     "check_output_kernel",
     "class_centering",
+    "kernel_options",
     "sqrt_kernel",
     "sqrt_tolerance",
 ]
@@ -42,6 +43,18 @@ CENTER_LOGITS = False
 def check_output_kernel(output_kernel: str) -> str:
     """Validate an ``output_kernel`` argument (``"span"`` or ``"sqrt"``) and return it."""
     return check_choice(output_kernel, "output_kernel", OUTPUT_KERNELS)
+
+
+def kernel_options(rtol: float | None, output_kernel: str, center_logits: object) -> dict[str, object]:
+    """The keyword bundle of :meth:`dlrcore.DLRStats.result` that trackers and callbacks keep, checked.
+
+    Examples
+    --------
+    >>> kernel_options(None, "sqrt", False)
+    {'rtol': None, 'output_kernel': 'sqrt', 'center_logits': False}
+    """
+    return dict(rtol=rtol, output_kernel=check_output_kernel(output_kernel),
+                center_logits=check_center_logits(center_logits))
 
 
 def check_center_logits(center_logits: object) -> bool:

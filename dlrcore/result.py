@@ -232,6 +232,23 @@ def _corrected(value: float, bias: float | None) -> float | None:
     return None if bias is None else value - bias
 
 
+class _Jackknifed:
+    """``bias_corrected`` and the printed note of a record with ``value``, ``stderr``, ``bias`` and ``blocks``."""
+
+    value: float
+    stderr: float | None
+    bias: float | None
+    blocks: int | None
+
+    @property
+    def bias_corrected(self) -> float | None:
+        """The bias-corrected estimate ``value - bias``, None without blocks."""
+        return _corrected(self.value, self.bias)
+
+    def _note(self) -> str:
+        return _jackknife_note(self.stderr, self.bias, self.blocks)
+
+
 def _jackknife_note(se: float | None, bias: float | None, blocks: int | None) -> str:
     """`` +- 0.012 (jackknife SE, 10 blocks; bias -0.003)``, or "" without a jackknife standard error."""
     if se is None:
@@ -241,7 +258,7 @@ def _jackknife_note(se: float | None, bias: float | None, blocks: int | None) ->
 
 
 @dataclass(frozen=True)
-class CKAResult(Record):
+class CKAResult(_Jackknifed, Record):
     """Linear CKA between two representations, with its sample count and the widths ``p_x`` and ``p_y`` of the
     two (CKA compares two feature matrices, so there is no output width C).
 
@@ -267,18 +284,13 @@ class CKAResult(Record):
     stderr: float | None = None
     bias: float | None = None
 
-    @property
-    def bias_corrected(self) -> float | None:
-        """The bias-corrected estimate ``value - bias``, None without blocks."""
-        return _corrected(self.value, self.bias)
-
     def __str__(self) -> str:
-        jk = _jackknife_note(self.stderr, self.bias, self.blocks)
+        jk = self._note()
         return f"linear CKA = {self.value:.6f}{jk}   (n = {self.n}, widths {self.p_x} and {self.p_y})"
 
 
 @dataclass(frozen=True)
-class NC1Result(Record):
+class NC1Result(_Jackknifed, Record):
     """NC1 = tr(Sigma_W Sigma_B^+) / C with the class counts it was computed from.
 
     With ``DLRStats(blocks=B)``, ``blocks`` is B and ``stderr`` and ``bias`` the block-jackknife standard error and
@@ -304,13 +316,8 @@ class NC1Result(Record):
     stderr: float | None = None
     bias: float | None = None
 
-    @property
-    def bias_corrected(self) -> float | None:
-        """The bias-corrected estimate ``value - bias``, None without blocks."""
-        return _corrected(self.value, self.bias)
-
     def __str__(self) -> str:
-        jk = _jackknife_note(self.stderr, self.bias, self.blocks)
+        jk = self._note()
         return (
             f"NC1 = {self.value:.6g}{jk}   (n = {self.n}, p = {self.p}, {self.classes_present} of "
             f"{self.num_classes} classes present, rank of Sigma_B {self.between_rank})"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..checks import check_optional_int
-from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
+from ..output_kernels import CENTER_LOGITS, kernel_options
 from ..stats import DLRStats
 from .batches import result_record, user_stacklevel
 from .hf import collect_hf
@@ -157,11 +157,7 @@ class DLRTrainerCallback(transformers.TrainerCallback):  # type: ignore[misc]
         self.data_collator = data_collator
         self.log_prefix = str(log_prefix)
         self.spectrum = bool(spectrum)
-        self.kernel: dict[str, Any] = dict(
-            rtol=rtol,
-            output_kernel=check_output_kernel(output_kernel),
-            center_logits=check_center_logits(center_logits),
-        )
+        self.kernel: dict[str, Any] = kernel_options(rtol, output_kernel, center_logits)
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         inspect.signature(collect_hf).bind(None, None, **self.collect_kwargs)  # unknown keywords fail here
         self.records: list[dict[str, Any]] = []

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..checks import check_int, check_optional_int
 from ..extras import require
-from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
+from ..output_kernels import CENTER_LOGITS, kernel_options
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, check_max_batches, result_record, split_batch
 from .loop import BatchRows, feed_batches
@@ -360,11 +360,7 @@ class DLRKerasCallback(keras.callbacks.Callback):
         self.every_n_steps = check_optional_int(every_n_steps, "every_n_steps")
         self.layer = layer
         self.key = key
-        self.kernel: dict[str, Any] = dict(
-            rtol=rtol,
-            output_kernel=check_output_kernel(output_kernel),
-            center_logits=check_center_logits(center_logits),
-        )
+        self.kernel: dict[str, Any] = kernel_options(rtol, output_kernel, center_logits)
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         _check(self.collect_kwargs.get("max_batches"), self.collect_kwargs.get("batch_size", 256))
         self.records: list[dict[str, Any]] = []

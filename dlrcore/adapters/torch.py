@@ -53,7 +53,7 @@ import numpy as np
 from ..backend import is_device_input
 from ..checks import check_choice, check_int
 from ..extras import require
-from ..output_kernels import CENTER_LOGITS, check_center_logits, check_output_kernel
+from ..output_kernels import CENTER_LOGITS, kernel_options
 from ..stats import DLRStats
 from .batches import LABEL_KEYS, first_and_total, result_record
 from .hf import HF_LABEL_KEYS, HF_POOLING, collect_hf
@@ -378,11 +378,7 @@ class Tracker:
         self.every = int(every)
         self.layer = layer
         self.spectrum = bool(spectrum)
-        self.kernel: dict[str, Any] = dict(
-            rtol=rtol,
-            output_kernel=check_output_kernel(output_kernel),
-            center_logits=check_center_logits(center_logits),
-        )
+        self.kernel: dict[str, Any] = kernel_options(rtol, output_kernel, center_logits)
         self.collect_kwargs = {"progress": False, **collect_kwargs}
         self.records: list[dict[str, Any]] = []
         self.stats: DLRStats | None = None
