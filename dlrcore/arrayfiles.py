@@ -26,7 +26,9 @@ import numpy as np
 
 from .inputs import DLRInputError, in_file_rows
 
-__all__ = ["DEFAULT_BATCH_BYTES", "ArraySource", "accumulate_files", "check_output_choice", "open_array"]
+__all__ = [
+    "DEFAULT_BATCH_BYTES", "ArraySource", "accumulate_files", "check_output_choice", "open_array", "split_key",
+]
 
 #: Bytes per batch (all inputs together) when no batch size is given.
 DEFAULT_BATCH_BYTES = 64 * 2**20
@@ -69,7 +71,15 @@ class ArraySource:
             yield i, self.read(i, min(i + batch_rows, self.rows))
 
 
-def _split_key(spec: str) -> tuple[Path, str | None]:
+def split_key(spec: str) -> tuple[Path, str | None]:
+    """``PATH:KEY`` as ``(PATH, KEY)`` when ``PATH`` exists and the whole string does not, else ``(spec, None)``.
+
+    Examples
+    --------
+    >>> path, key = split_key("no/such/file.npz:phi")  # no such file: the whole string is the path
+    >>> path.name, key
+    ('file.npz:phi', None)
+    """
     path, key = spec, None
     if not os.path.exists(spec) and ":" in spec:
         head, _, tail = spec.rpartition(":")
@@ -222,7 +232,7 @@ def open_array(spec: str, *, mmap: bool = False) -> ArraySource:
     >>> src.shape, src.read(1, 3).tolist()
     ((5, 2), [[2.0, 3.0], [4.0, 5.0]])
     """
-    path, key = _split_key(spec)
+    path, key = split_key(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -277,7 +287,7 @@ def batch_rows_for(row_bytes: int, requested: int | None = None) -> int:
 def _describe(src: ArraySource) -> dict[str, Any]:
     from .checkpoint import describe_file
 
-    path, key = _split_key(src.spec or src.name)
+    path, key = split_key(src.spec or src.name)
     if key is None and src.name != str(path):  # a key picked automatically (the only array in the file)
         key = src.name.rpartition(":")[2]
     return describe_file(path, key, src.shape, src.dtype)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .arrayfiles import ArraySource, open_array
+from .arrayfiles import ArraySource, open_array, split_key
 from .inputs import DLRInputError
 from .sketch import DLRSketch
 from .stats import DLRStats
@@ -76,10 +76,7 @@ def _open_cached(spec: str, stamp: tuple[int, int]) -> ArraySource:
 
 
 def _source(spec: str) -> ArraySource:
-    path = spec
-    if not os.path.exists(spec) and ":" in spec:
-        head = spec.rpartition(":")[0]
-        path = head if head and os.path.exists(head) else spec
+    path = split_key(spec)[0]
     try:
         st = os.stat(path)
         stamp = (int(st.st_mtime_ns), int(st.st_size))
