@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import is_device_input
 from .inputs import DLRInputError
 from .sketch_algebra import DEFAULT_OVERSAMPLE, DEFAULT_PROBES, DEFAULT_RANK
 
@@ -64,7 +65,7 @@ def choose_method(
         raise DLRInputError(f"features: expected a 2-D array (samples x columns), got shape {shape_x}")
     C = int(shape_f[1]) if len(shape_f) == 2 else 1
     itemsize = int(getattr(getattr(features, "dtype", None), "itemsize", 8) or 8)
-    host = isinstance(features, np.ndarray) or type(features).__module__.split(".")[0] in ("numpy", "builtins")
+    host = not is_device_input(features)
     return method_for_widths(int(shape_x[1]), C, itemsize=itemsize, max_memory=max_memory, host=host)
 
 

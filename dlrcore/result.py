@@ -10,7 +10,7 @@ from typing import Any
 
 from .record import Record
 
-__all__ = ["Baseline", "CKAResult", "DLRResult", "NC1Result"]
+__all__ = ["Baseline", "CKAResult", "DLRResult", "NC1Result", "jackknife_interval"]
 
 #: How both numbers read, printed under every result.
 READING = (
@@ -183,6 +183,11 @@ class DLRResult(Record):
         """The bias-corrected estimate ``value - bias``, None without blocks."""
         return _corrected(self.value, self.bias)
 
+    def interval(self, level: float = 0.95) -> tuple[float, float] | None:
+        """The jackknife ``level`` interval of ``value`` (the chosen output kernel's): ``bias_corrected +- t SE``
+        with ``blocks - 1`` degrees of freedom (:func:`jackknife_interval`); None without blocks."""
+        return jackknife_interval(self.value, self.stderr, self.bias, self.blocks, level)
+
     def with_baseline(self, baseline: Baseline) -> DLRResult:
         """The same result carrying ``baseline``."""
         return replace(self, baseline=baseline)
@@ -232,6 +237,32 @@ def _corrected(value: float, bias: float | None) -> float | None:
     return None if bias is None else value - bias
 
 
+def jackknife_interval(
+    value: float, stderr: float | None, bias: float | None, blocks: int | None, level: float = 0.95
+) -> tuple[float, float] | None:
+    """The ``level`` interval ``(value - bias) +- t SE``, with ``t`` the Student quantile of ``blocks - 1`` degrees
+    of freedom (2.26 at 10 blocks for 95 %), or None without a standard error.
+
+    In the simulation of docs/uncertainty.md ("Coverage") these 95 % intervals held the population value in 0.90
+    to 0.98 of the draws in every setting (n = 500 to 10000, p = 16 to 512, ten blocks).
+
+    Examples
+    --------
+    >>> lo, hi = jackknife_interval(0.30, 0.01, 0.002, 10)
+    >>> round(lo, 4), round(hi, 4)
+    (0.2754, 0.3206)
+    """
+    if stderr is None or blocks is None:
+        return None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2.0, blocks - 1)) * stderr
+    center = value - (bias or 0.0)
+    return center - half, center + half
+
+
 class _Jackknifed:
     """``bias_corrected`` and the printed note of a record with ``value``, ``stderr``, ``bias`` and ``blocks``."""
 
@@ -247,6 +278,10 @@ class _Jackknifed:
 
     def _note(self) -> str:
         return _jackknife_note(self.stderr, self.bias, self.blocks)
+
+    def interval(self, level: float = 0.95) -> tuple[float, float] | None:
+        """The jackknife ``level`` interval of ``value`` (:func:`jackknife_interval`), None without blocks."""
+        return jackknife_interval(self.value, self.stderr, self.bias, self.blocks, level)
 
 
 def _jackknife_note(se: float | None, bias: float | None, blocks: int | None) -> str:

@@ -83,3 +83,23 @@ def test_nested_baseline_comes_back_as_a_baseline(results):
     back = DLRResult.from_dict(json.loads(results["dlr"].to_json()))
     assert isinstance(back.baseline, Baseline) and back.baseline == results["dlr"].baseline
     assert float(back.baseline) == back.baseline.sqrt_mean
+
+
+def test_jackknife_interval_is_the_bias_corrected_value_plus_minus_students_t():
+    from scipy.stats import t
+
+    rng = np.random.default_rng(3)
+    phi = rng.normal(size=(2000, 8)) * np.linspace(2, 0.3, 8)
+    out = phi[:, :3] @ rng.normal(size=(3, 3)) + 0.3 * rng.normal(size=(2000, 3))
+    res = dlrcore.DLRStats(blocks=10).update(phi, out).result(output_kernel="sqrt")
+    lo, hi = res.interval()
+    half = t.ppf(0.975, 9) * res.stderr_sqrt
+    assert lo == pytest.approx(res.value_sqrt - res.bias_sqrt - half, abs=1e-15)
+    assert hi == pytest.approx(res.value_sqrt - res.bias_sqrt + half, abs=1e-15)
+    lo90, hi90 = res.interval(0.90)
+    assert lo < lo90 < hi90 < hi
+    cka = dlrcore.CKAStats(blocks=10).update(phi, out).result()
+    assert cka.interval()[0] < cka.value - cka.bias < cka.interval()[1]
+    assert dlrcore.dlr(phi, out).interval() is None
+    with pytest.raises(ValueError, match="level"):
+        res.interval(1.5)
