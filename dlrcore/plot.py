@@ -37,6 +37,9 @@ NO_QUALITY_NOTE = "no quality curve:\npass labels= to dlrcore.spectrum\nor DLRSt
 K_EQUALS_C_GID = "dlrcore-k=C"
 
 
+#: Width of the drawn jackknife error bands in standard errors (a 95 % normal interval; docs/uncertainty.md).
+BAND_Z = 1.96
+
 def _new_figure(figsize: Iterable[float] | None, default: tuple[float, float]) -> Figure:
     """A headless Figure with an Agg canvas, importing matplotlib lazily; ``figsize`` may be any sequence (a list
     read from JSON, say), None gives ``default``."""
@@ -217,6 +220,16 @@ def spectrum(
         ax_util.plot(k, s.cumulative_utilization, color=color, **style)
         if s.cumulative_quality is not None:
             ax_qual.plot(k, s.cumulative_quality, color=color, **style)
+        # jackknife bands (statistics built with blocks=): +- 1.96 SE of each curve, mode by mode
+        for ax, curve, se in ((ax_eig, rel, s.stderr_relative_eigenvalue),
+                              (ax_util, s.cumulative_utilization, s.stderr_cumulative_utilization),
+                              (ax_qual, s.cumulative_quality, s.stderr_cumulative_quality)):
+            if curve is not None and se is not None:
+                mid = np.asarray(curve, dtype=np.float64)
+                lo = mid - BAND_Z * se
+                if ax is ax_eig:  # a log axis: keep the band above zero
+                    lo = np.where(lo > 0, lo, np.nan)
+                ax.fill_between(k, lo, mid + BAND_Z * se, color=color, alpha=0.18, linewidth=0)
 
     k_max = max(s.k for s in items)
     for ax, ylabel, panel in (
@@ -299,10 +312,6 @@ def _series(records: list[Mapping[str, Any]], xs: list[float], key: str) -> tupl
                 py.append(v)
     order = np.argsort(np.asarray(px, dtype=np.float64), kind="stable")
     return np.asarray(px, dtype=np.float64)[order], np.asarray(py, dtype=np.float64)[order]
-
-
-#: Width of the drawn error band in standard errors (a 95 % normal interval).
-BAND_Z = 1.96
 
 
 def _band(records: list[Mapping[str, Any]], xs: list[float], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

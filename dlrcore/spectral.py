@@ -73,6 +73,12 @@ class Spectrum(Record):
         Both measures of the same statistics.
     logits_centered : bool
         Whether D_half centered the logits across classes first.
+    blocks : int or None
+        With ``DLRStats(blocks=B)``: B, and the ``stderr_*`` fields hold the block-jackknife standard errors of
+        the summary numbers and of each curve, mode by mode (None without blocks, or where a block left out
+        changes the number of modes).
+    stderr_effective_rank, stderr_participation_ratio : float or None
+    stderr_relative_eigenvalue, stderr_cumulative_utilization, stderr_cumulative_quality : ndarray or None
     """
 
     eigenvalues: np.ndarray
@@ -95,6 +101,12 @@ class Spectrum(Record):
     dlr_span: float = field(default=math.nan)
     dlr_sqrt: float = field(default=math.nan)
     logits_centered: bool = field(default=False)
+    blocks: int | None = field(default=None)
+    stderr_effective_rank: float | None = field(default=None)
+    stderr_participation_ratio: float | None = field(default=None)
+    stderr_relative_eigenvalue: np.ndarray | None = field(default=None)
+    stderr_cumulative_utilization: np.ndarray | None = field(default=None)
+    stderr_cumulative_quality: np.ndarray | None = field(default=None)
 
     @property
     def modes(self) -> np.ndarray:

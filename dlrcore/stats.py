@@ -43,6 +43,7 @@ from .stats_compute import (
     moments_in_data_units,
     nc1_jackknife,
     nc1_of,
+    spectrum_jackknife,
     spectrum_of,
 )
 from .stats_device import DeviceBatches
@@ -509,10 +510,15 @@ class DLRStats(DeviceBatches, StatsFile, Estimator):
         >>> bool(np.all(full.eigenvalues[:5] - top.eigenvalues <= top.eigenvalue_error + 1e-9))
         True
         """
-        mo = self._require()
-        res = self._measure(mo, rtol, output_kernel, center_logits)  # no jackknife: the spectrum has no error bars
-        return spectrum_of(mo, self._head, res, C=int(self._C or 0), has_labels=bool(self._cy), k=k, name=name,
-                           method=method, oversample=oversample, power_iters=power_iters, seed=seed)
+        def of(mo: Moments, modes: int | None) -> Spectrum:
+            res = self._measure(mo, rtol, output_kernel, center_logits)
+            return spectrum_of(mo, self._head, res, C=int(self._C or 0), has_labels=bool(self._cy), k=modes,
+                               name=name, method=method, oversample=oversample, power_iters=power_iters, seed=seed)
+
+        spec = of(self._require(), k)
+        if self._blocked is not None:  # the same spectrum of every block but one, B times
+            spec = spectrum_jackknife(self._blocked, spec, lambda mo: of(mo, spec.k))
+        return spec
 
     @locked
     def nc1(self) -> NC1Result:

@@ -7,6 +7,8 @@ torchmetrics ``_compute`` style.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "moments_in_data_units",
     "nc1_jackknife",
     "nc1_of",
+    "spectrum_jackknife",
     "spectrum_of",
 ]
 
@@ -97,6 +100,32 @@ def nc1_jackknife(blocked: BlockedMoments, full: NC1Result, *, data_eps: float) 
     jks, _ = leave_one_block_out(blocked, (full.value,), lambda mo: (nc1_of(mo, data_eps=data_eps).value,))
     out = replace(full, blocks=blocked.blocks)
     return out if jks is None else replace(out, stderr=jks[0].stderr, bias=jks[0].bias)
+
+
+def spectrum_jackknife(blocked: BlockedMoments, full: Spectrum, leave_out: Callable[[Moments], Spectrum]) -> Spectrum:
+    """``full`` with the block-jackknife standard errors of its effective rank, participation ratio and curves,
+    each leave-one-block-out spectrum made by ``leave_out`` (same k, rank rule and kernel options). Where a block
+    left out gives fewer modes or an undefined spectrum, the errors stay None."""
+    k = full.k
+    curves = ["relative_eigenvalue", "cumulative_utilization"] + (
+        ["cumulative_quality"] if full.cumulative_quality is not None else [])
+
+    def flat(sp: Spectrum) -> list[float]:
+        out = [sp.effective_rank, sp.participation_ratio]
+        for name in curves:
+            c = np.asarray(getattr(sp, name), dtype=np.float64)
+            out += list(c) if c.size == k else [math.nan] * k
+        return out
+
+    jks, _ = leave_one_block_out(blocked, flat(full), lambda mo: flat(leave_out(mo)))
+    out = replace(full, blocks=blocked.blocks)
+    if jks is None:
+        return out
+    se = np.array([j.stderr for j in jks])
+    errors: dict[str, Any] = {"stderr_effective_rank": float(se[0]), "stderr_participation_ratio": float(se[1])}
+    for i, name in enumerate(curves):
+        errors[f"stderr_{name}"] = se[2 + i * k : 2 + (i + 1) * k]
+    return replace(out, **errors)
 
 
 def spectrum_of(

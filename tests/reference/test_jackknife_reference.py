@@ -82,3 +82,42 @@ def test_cka_standard_error_matches_the_dense_reference(cuts):
     ref_se, ref_bias = _reference_jackknife(ref_cka, (phi, out))
     assert res.stderr == pytest.approx(ref_se, rel=1e-7)
     assert res.bias == pytest.approx(ref_bias, abs=1e-9)
+
+
+def _ref_effective_rank(phi: np.ndarray, *_: np.ndarray) -> float:
+    """Roy-Vetterli effective rank of the centered features, straight from the data (singular values)."""
+    s = np.linalg.svd(phi - phi.mean(0), compute_uv=False)
+    w = s[s > 1e-10 * s[0]] / s[s > 1e-10 * s[0]].sum()
+    return float(np.exp(-(w * np.log(w)).sum()))
+
+
+def _ref_participation_ratio(phi: np.ndarray, *_: np.ndarray) -> float:
+    ev = np.linalg.eigvalsh(np.cov(phi.T))
+    return float(ev.sum() ** 2 / (ev**2).sum())
+
+
+def _ref_utilization_at(k: int):
+    def stat(phi: np.ndarray, out: np.ndarray) -> float:
+        """Share of ||Fc||_F^2 on the top-k left singular vectors of the centered features."""
+        pc, fc = phi - phi.mean(0), out - out.mean(0)
+        u = np.linalg.svd(pc, full_matrices=False)[0][:, :k]
+        return float(np.linalg.norm(u.T @ fc) ** 2 / np.linalg.norm(fc) ** 2)
+    return stat
+
+
+def test_spectrum_jackknife_matches_leave_rows_out_references():
+    """Standard errors of the spectrum's summary numbers and of its utilization curve against a dense NumPy
+    leave-rows-out jackknife (rows k mod B left out). Tolerance: the two compute the same float64 quantities by
+    different factorisations, 1e-7 relative."""
+    phi, out, labels = _problem(3)
+    sp = dlrcore.DLRStats(blocks=B).update(phi, out, labels=labels).spectrum()
+    assert sp.blocks == B
+    se, _ = _reference_jackknife(_ref_effective_rank, (phi, out))
+    assert sp.stderr_effective_rank == pytest.approx(se, rel=1e-7)
+    se, _ = _reference_jackknife(_ref_participation_ratio, (phi, out))
+    assert sp.stderr_participation_ratio == pytest.approx(se, rel=1e-7)
+    for k in (1, 3):
+        se, _ = _reference_jackknife(_ref_utilization_at(k), (phi, out))
+        assert sp.stderr_cumulative_utilization[k - 1] == pytest.approx(se, rel=1e-6, abs=1e-12)
+    plain = dlrcore.DLRStats().update(phi, out, labels=labels).spectrum()
+    assert plain.blocks is None and plain.stderr_cumulative_quality is None

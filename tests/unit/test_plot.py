@@ -463,3 +463,22 @@ def test_trajectory_draws_a_band_of_1_96_standard_errors_where_records_carry_the
         assert np.isclose(ys.max(), values.max() + 1.96 * se) and np.isclose(ys.min(), values.min() - 1.96 * se)
     plain = dplot.trajectory([{k: v for k, v in r.items() if not k.endswith("stderr")} for r in recs])
     assert not plain.axes[0].collections
+
+
+def test_spectrum_of_blocked_statistics_draws_bands_on_all_three_panels():
+    """A spectrum with jackknife errors (DLRStats(blocks=...)) gets a +- 1.96 SE band on each panel that has a
+    curve; one without errors gets none."""
+    import dlrcore
+
+    rng = np.random.default_rng(2)
+    phi = rng.normal(size=(2000, 10)) * np.linspace(3, 0.3, 10)
+    y = rng.integers(0, 3, size=2000)
+    out = phi[:, :3] @ rng.normal(size=(3, 3))
+    blocked = dlrcore.DLRStats(blocks=10).update(phi, out, labels=y).spectrum()
+    fig = dplot.spectrum(blocked)
+    assert [len(ax.collections) for ax in fig.axes[:3]] == [1, 1, 1]
+    band = fig.axes[1].collections[0].get_paths()[0].vertices[:, 1]
+    top = np.max(blocked.cumulative_utilization + 1.96 * blocked.stderr_cumulative_utilization)
+    assert np.isclose(band.max(), top)
+    plain = dplot.spectrum(dlrcore.DLRStats().update(phi, out, labels=y).spectrum())
+    assert [len(ax.collections) for ax in plain.axes[:3]] == [0, 0, 0]
