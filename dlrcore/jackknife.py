@@ -28,6 +28,7 @@ from .moments import Moments
 __all__ = [
     "Jackknife",
     "check_jackknife_memory",
+    "check_same_blocks",
     "jackknife",
     "jackknife_memory_bytes",
     "leave_one_block_out",
@@ -144,6 +145,24 @@ def check_jackknife_memory(widths: Sequence[int], blocks: int, itemsize: int = 8
             f"{need:,} bytes ({need / 2**30:.2f} GiB) with their staging, more than half of the {avail:,} bytes "
             f"({avail / 2**30:.2f} GiB) of memory available; use fewer blocks, or blocks=None for no error bars"
         )
+
+
+def check_same_blocks(mine: int | None, theirs: int | None, what: str = "statistics") -> None:
+    """Refuse to merge statistics kept in different numbers of jackknife blocks (or with and without blocks).
+
+    Raises
+    ------
+    DLRInputError
+        Naming both numbers.
+    """
+    if mine == theirs:
+        return
+    if mine is None or theirs is None:
+        raise DLRInputError(
+            f"cannot merge {what} with jackknife blocks (blocks={mine or theirs}) and {what} without them: build "
+            "both with the same blocks="
+        )
+    raise DLRInputError(f"cannot merge {what} in different numbers of jackknife blocks: {mine} vs {theirs}")
 
 
 def leave_one_block_out(

@@ -25,7 +25,7 @@ from .checks import check_int, check_optional_int
 from .concurrency import locked, locked_pair
 from .estimator import Estimator
 from .inputs import DLRInputError, as_matrix, check_finite, from_framework, one_hot, rejected_batch
-from .jackknife import check_jackknife_memory, leave_one_block_out
+from .jackknife import check_jackknife_memory, check_same_blocks, leave_one_block_out
 from .moments import BadSegment, Moments
 from .precision import PRECISIONS, check_precision, work_dtype
 from .result import CKAResult, NC1Result
@@ -152,16 +152,7 @@ class CKAStats(Estimator):
         if not isinstance(other, CKAStats):
             raise TypeError(f"can only merge CKAStats, got {type(other).__name__}")
         with locked_pair(self, other):
-            if self.blocks != other.blocks:
-                if self.blocks is None or other.blocks is None:
-                    raise DLRInputError(
-                        f"cannot merge CKA statistics with jackknife blocks (blocks={self.blocks or other.blocks}) "
-                        "and statistics without them: build both with the same blocks="
-                    )
-                raise DLRInputError(
-                    f"cannot merge CKA statistics in different numbers of jackknife blocks: {self.blocks} vs "
-                    f"{other.blocks}"
-                )
+            check_same_blocks(self.blocks, other.blocks, "CKA statistics")
             if other._mom is None or other._mom.rows == 0:
                 return self
             if self._mom is None:

@@ -29,7 +29,7 @@ from .inputs import (
     looks_like_class_ids,
     rejected_batch,
 )
-from .jackknife import check_jackknife_memory
+from .jackknife import check_jackknife_memory, check_same_blocks
 from .measures import NC1Result
 from .moments import BadSegment, Moments
 from .output_kernels import CENTER_LOGITS
@@ -291,15 +291,7 @@ class DLRStats(DeviceBatches, StatsFile, Estimator):
             raise TypeError(f"can only merge DLRStats, got {type(other).__name__}")
         if self._weights != other._weights:
             raise DLRInputError("cannot merge statistics with outputs and statistics derived from weights")
-        if self.blocks != other.blocks:
-            if self.blocks is None or other.blocks is None:
-                raise DLRInputError(
-                    f"cannot merge statistics with jackknife blocks (blocks={self.blocks or other.blocks}) and "
-                    "statistics without them: build both with the same blocks="
-                )
-            raise DLRInputError(
-                f"cannot merge statistics in different numbers of jackknife blocks: {self.blocks} vs {other.blocks}"
-            )
+        check_same_blocks(self.blocks, other.blocks)
         for name in ("_p", "_C", "_cy"):
             a, b = getattr(self, name), getattr(other, name)
             if a is not None and b is not None and a != b:
