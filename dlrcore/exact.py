@@ -288,6 +288,7 @@ def dlr_from_moments(
     output_kernel: str = "span",
     center_logits: bool = False,
     work_eps: float = EPS64,
+    rank_features: bool = True,
 ) -> DLRResult:
     """Exact D_LR (both output kernels) from centered moments.
 
@@ -322,7 +323,8 @@ def dlr_from_moments(
     -------
     DLRResult
         ``feature_rank`` (eigenvalues above ``feature_rel_tol`` times the largest, the spectrum's rule) is computed
-        only for p <= ``FEATURE_RANK_MAX_P``, else None.
+        only for p <= ``FEATURE_RANK_MAX_P`` and with ``rank_features`` (the jackknife's leave-outs need the
+        values only), else None.
     """
     _check_common(n, rtol)
     check_output_kernel(output_kernel)
@@ -343,7 +345,7 @@ def dlr_from_moments(
             d = np.diagonal(m_pp)
             sq = 2.0 * sq - float(d @ d)
     norm_k = math.sqrt(sq) if sq >= 0 else float("nan") if math.isnan(sq) else 0.0
-    feature_rank = eigen_rank(m_pp, feature_rel_tol) if p <= FEATURE_RANK_MAX_P else None
+    feature_rank = eigen_rank(m_pp, feature_rel_tol) if rank_features and p <= FEATURE_RANK_MAX_P else None
     return finish_result(
         span=KernelTerms(inner_span, span.norm_l2),
         half=KernelTerms(inner_half, half.norm_l2),

@@ -48,8 +48,10 @@ def measure(
     rtol: float | None,
     output_kernel: str,
     center_logits: bool,
+    rank_features: bool = True,
 ) -> DLRResult:
-    """Exact D_LR and D_half of the moments (outputs from ``head`` when given)."""
+    """Exact D_LR and D_half of the moments (outputs from ``head`` when given); ``rank_features=False`` skips the
+    O(p^3) feature rank, which only the result's diagnostics and warnings use."""
     prec = "float32" if mo.work == np.float32 else "float64"
     eps_prod = float(np.finfo(mo.work).eps)
     kernel: dict[str, Any] = dict(
@@ -64,7 +66,7 @@ def measure(
         )
     return dlr_from_moments(
         n=mo.n, m_pp=mo.block(0, 0, upper=True), m_fp=mo.block(1, 0), m_ff=mo.block(1, 1, upper=True),
-        mean_f=mo.block_mean(1), data_eps=data_eps, upper=True, **kernel,
+        mean_f=mo.block_mean(1), data_eps=data_eps, upper=True, rank_features=rank_features, **kernel,
     )
 
 
@@ -83,7 +85,8 @@ def measure_jackknife(
     Where no jackknife is possible the errors stay None and a warning says why."""
 
     def both(mo: Moments) -> tuple[float, float]:
-        res = measure(mo, head, C=C, data_eps=data_eps, rtol=rtol, output_kernel="span", center_logits=center_logits)
+        res = measure(mo, head, C=C, data_eps=data_eps, rtol=rtol, output_kernel="span", center_logits=center_logits,
+                      rank_features=False)
         return res.value_span, res.value_sqrt
 
     jks, why = leave_one_block_out(blocked, (full.value_span, full.value_sqrt), both)
