@@ -13,9 +13,10 @@ Two settings:
 * **trained network**: the built-in demo's rich MLP (:mod:`dlrcore.demo_mlp`), trained once; its penultimate
   features (p = width) against its outputs on held-out inputs, the population value on 40 000 of them.
 
-For each n the mean over seeds of the literal D_LR and of D_half, their bias against the population and their
-spread are written to ``sample_size.json`` in ``--out``, with the smallest ratio n / p at which the bias of both
-stays under 0.02 in every setting. docs/uncertainty.md quotes the table.
+For each n the mean over seeds of the literal D_LR and of D_half, their bias against the population, their spread
+over seeds and the mean of their jackknife standard errors (ten blocks) are written to ``sample_size.json`` in
+``--out``, with the smallest ratio n / p at which the bias of both stays under 0.02 in every setting.
+docs/uncertainty.md quotes the table.
 
 Run ``python examples/sample_size.py`` (the docs' table) or ``--quick`` (the test's size).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,9 +56,15 @@ def draw(root: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> t
     return phi, out
 
 
-def both(phi: np.ndarray, out: np.ndarray) -> tuple[float, float]:
-    res = dlrcore.DLRStats().update(phi, out).result()
-    return res.value_span, res.value_sqrt
+#: Jackknife blocks of each measurement (its standard error is reported beside the spread over seeds).
+BLOCKS = 10
+
+
+def both(phi: np.ndarray, out: np.ndarray) -> tuple[float, float, float, float]:
+    """Both measures and their jackknife standard errors (NaN where n is too small for one)."""
+    res = dlrcore.DLRStats(blocks=BLOCKS).update(phi, out).result()
+    se = [math.nan if v is None else v for v in (res.stderr_span, res.stderr_sqrt)]
+    return res.value_span, res.value_sqrt, se[0], se[1]
 
 
 def population(sample, n_pop: int, block: int = 50_000) -> tuple[float, float]:
@@ -77,6 +85,7 @@ def curve(sample, pop: tuple[float, float], ns: list[int], seeds: int) -> list[d
         rows.append({
             "n": n, "span_mean": float(mean[0]), "span_bias": float(mean[0] - pop[0]), "span_sd": float(sd[0]),
             "sqrt_mean": float(mean[1]), "sqrt_bias": float(mean[1] - pop[1]), "sqrt_sd": float(sd[1]),
+            "span_stderr": float(np.nanmean(vals[:, 2])), "sqrt_stderr": float(np.nanmean(vals[:, 3])),
         })
     return rows
 
@@ -126,14 +135,14 @@ def run(quick: bool) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| setting | population D_LR / D_half | n / p | bias D_LR | bias D_half | sd D_LR | sd D_half |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | population D_LR / D_half | n / p | bias D_LR | bias D_half | sd D_LR / D_half | "
+             "jackknife SE D_LR / D_half |", "|---|---|---|---|---|---|---|"]
     for s in report["settings"]:
         for i, r in enumerate(s["rows"]):
             head = (f"{s['setting']} | {s['population_span']:.3f} / {s['population_sqrt']:.3f}" if i == 0
                     else " | ")
             lines.append(f"| {head} | {r['n'] / s['p']:g} | {r['span_bias']:+.3f} | {r['sqrt_bias']:+.3f} | "
-                         f"{r['span_sd']:.3f} | {r['sqrt_sd']:.3f} |")
+                         f"{r['span_sd']:.3f} / {r['sqrt_sd']:.3f} | {r['span_stderr']:.3f} / {r['sqrt_stderr']:.3f} |")
     return "\n".join(lines)
 
 

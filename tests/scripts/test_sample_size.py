@@ -36,3 +36,12 @@ def test_the_guidance_settles_every_setting(report):
         for r in s["rows"]:
             if r["n"] / s["p"] >= SAMPLES_PER_FEATURE:
                 assert abs(r["span_bias"]) < tol and abs(r["sqrt_bias"]) < tol, (s["setting"], r)
+
+
+def test_the_jackknife_error_is_reported_and_shrinks_with_n(report):
+    """Beside the spread over seeds, each point carries the mean jackknife standard error; from 2 to 50 samples per
+    feature it must shrink (by about sqrt(25) = 5 in expectation; asserted only to shrink, with 4 seeds)."""
+    for s in report["settings"]:
+        first, last = s["rows"][1], s["rows"][-1]
+        assert 0 < last["span_stderr"] < first["span_stderr"], s["setting"]
+        assert 0 < last["sqrt_stderr"] < first["sqrt_stderr"], s["setting"]
