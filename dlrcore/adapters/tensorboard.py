@@ -43,10 +43,12 @@ import numpy as np
 
 from .batches import user_stacklevel
 
-__all__ = ["FLAVOURS", "SCALAR_NAMES", "SummaryLog", "record_scalars", "spectrum_image"]
+__all__ = ["ERROR_NAMES", "FLAVOURS", "SCALAR_NAMES", "SummaryLog", "record_scalars", "spectrum_image"]
 
 #: The names of the scalars written per measurement, after ``<key>/``.
 SCALAR_NAMES: tuple[str, ...] = ("value", "span", "sqrt", "output_rank", "output_effective_rank", "constant_share")
+#: Written too when the record has them: the jackknife standard errors (statistics built with ``blocks=``).
+ERROR_NAMES: tuple[str, ...] = ("stderr", "span_stderr", "sqrt_stderr")
 #: Writers made from a log folder: ``torch.utils.tensorboard.SummaryWriter`` or ``tf.summary.create_file_writer``.
 FLAVOURS: tuple[str, ...] = ("torch", "tf")
 
@@ -54,19 +56,22 @@ _NEEDS_TB = 'needs the tensorboard package to write to a log folder: pip install
 
 
 def record_scalars(record: Mapping[str, Any], key: str = "dlr") -> dict[str, float]:
-    """The scalars of a measurement record, by the names of :data:`SCALAR_NAMES`.
+    """The scalars of a measurement record, by the names of :data:`SCALAR_NAMES` and :data:`ERROR_NAMES`.
 
     ``value`` is ``record[key]`` (the measure the output kernel chose), ``span`` the literal D_LR and ``sqrt``
-    D_half (``record[key + "_span"]``, ``record[key + "_sqrt"]``); the rest are the record's own entries. Entries
-    the record lacks are left out.
+    D_half (``record[key + "_span"]``, ``record[key + "_sqrt"]``), ``stderr``, ``span_stderr`` and ``sqrt_stderr``
+    their jackknife standard errors (statistics built with ``blocks=``); the rest are the record's own entries.
+    Entries the record lacks are left out.
 
     Examples
     --------
     >>> record_scalars({"dlr": 0.5, "dlr_span": 0.5, "dlr_sqrt": 0.25, "output_rank": 2})
     {'value': 0.5, 'span': 0.5, 'sqrt': 0.25, 'output_rank': 2.0}
     """
-    sources = dict(zip(SCALAR_NAMES, (key, f"{key}_span", f"{key}_sqrt", "output_rank", "output_effective_rank",
-                                      "constant_share")))
+    sources = dict(zip(SCALAR_NAMES + ERROR_NAMES, (
+        key, f"{key}_span", f"{key}_sqrt", "output_rank", "output_effective_rank", "constant_share",
+        f"{key}_stderr", f"{key}_span_stderr", f"{key}_sqrt_stderr",
+    )))
     out: dict[str, float] = {}
     for name, src in sources.items():
         v = record.get(src)

@@ -144,3 +144,29 @@ def test_missing_matplotlib_skips_the_figure_with_one_warning(monkeypatch):
         log.write(rec)
     log.write(rec)  # no second warning (the test run turns none into an error, but there is none)
     assert written == ["dlr/value", "dlr/span", "dlr/sqrt"] * 2 and not log.images
+
+
+def test_blocked_tracker_writes_the_jackknife_errors_too():
+    """With blocks=, the records carry standard errors and the writer gets <key>/stderr, span_stderr, sqrt_stderr
+    equal to the result's."""
+    torch = pytest.importorskip("torch")
+    from dlrcore.adapters.torch import Tracker
+
+    class Recorder:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, global_step=None):
+            self.scalars[tag] = value
+
+        def flush(self):
+            pass
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 24), torch.nn.ReLU(), torch.nn.Linear(24, 3))
+    data = [(torch.randn(300, 5), torch.randint(0, 3, (300,)))]
+    writer = Recorder()
+    rec = Tracker(net, data, every=1, blocks=10, tensorboard=writer).measure(0)
+    assert writer.scalars["dlr/stderr"] == pytest.approx(rec["dlr_stderr"]) and rec["dlr_stderr"] > 0
+    assert writer.scalars["dlr/span_stderr"] == pytest.approx(rec["dlr_span_stderr"])
+    assert writer.scalars["dlr/sqrt_stderr"] == pytest.approx(rec["dlr_sqrt_stderr"])
