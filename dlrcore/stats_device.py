@@ -7,7 +7,7 @@ A mixin in the scikit-learn manner: it declares the state of :class:`~dlrcore.DL
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,12 +34,12 @@ class DeviceBatches:
     _dev: Accumulator | None
     _mom: Moments | None
 
-    @property
-    def _work(self) -> np.dtype | None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # supplied by DLRStats; declared for the type checker only
 
-    def _label_block(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray | None, str]:
-        raise NotImplementedError
+        @property
+        def _work(self) -> np.dtype | None: ...
+
+        def _label_block(self, labels: Any, n_rows: int, c_out: int | None) -> tuple[np.ndarray | None, str]: ...
 
     def _update_device(self, features: Any, outputs: Any, labels: Any) -> Any:
         """Accumulate a batch of device arrays (CuPy, array-API) on their device; see :meth:`update`.

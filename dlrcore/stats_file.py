@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -41,16 +41,16 @@ class StatsFile:
     _blocked: BlockedMoments | None
     _head: WeightsHead | None
 
-    def _sync(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # supplied by DLRStats and DeviceBatches; declared for the type checker only, so that no stub
+        # here can shadow the real methods whatever the order of DLRStats' bases
 
-    @property
-    def _work(self) -> np.dtype | None:
-        raise NotImplementedError
+        def _sync(self) -> None: ...
 
-    @property
-    def _c_out(self) -> int:
-        raise NotImplementedError
+        @property
+        def _work(self) -> np.dtype | None: ...
+
+        @property
+        def _c_out(self) -> int: ...
 
     @locked
     def save(self, path: str | os.PathLike[str]) -> Path:
